@@ -1,0 +1,41 @@
+"""kinetics: CAR-T cellular kinetics, B-cell depletion and recovery models with numba ODE solvers.
+
+Quick start
+-----------
+>>> import kinetics
+>>> model = kinetics.load_model("oral_1cmt")
+>>> sim = model.simulate([0.5, 1, 2], doses=[kinetics.Dose(time=0.0, amount=320.0, target="depot")])
+>>> sim.outputs["conc"].shape
+(3,)
+"""
+
+from kinetics.errors import (
+    DoseError,
+    ExpressionError,
+    KineticsError,
+    ModelError,
+    ModelFileError,
+    SolverInputError,
+)
+from kinetics.model import Model, Parameter, build_model, library_names, read_model_file
+from kinetics.solve import (
+    METHODS,
+    BatchSimulation,
+    CompiledModel,
+    Crossing,
+    Dose,
+    Sensitivities,
+    Simulation,
+    SolveStatus,
+    compile_model,
+    load_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS", "BatchSimulation", "CompiledModel", "Crossing", "Dose", "DoseError", "ExpressionError",
+    "KineticsError", "Model", "ModelError", "ModelFileError", "Parameter", "Sensitivities", "Simulation",
+    "SolveStatus", "SolverInputError", "build_model", "compile_model", "library_names", "load_model",
+    "read_model_file", "__version__",
+]

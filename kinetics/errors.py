@@ -1,0 +1,50 @@
+"""Exceptions raised by kinetics.
+
+Each subclasses the matching built-in so callers can catch either. Messages
+name the file / entry / argument, what was received and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "KineticsError",
+    "ModelError",
+    "ModelFileError",
+    "ExpressionError",
+    "DoseError",
+    "SolverInputError",
+    "did_you_mean",
+]
+
+
+class KineticsError(Exception):
+    """Base class of every kinetics exception."""
+
+
+class ModelError(KineticsError, ValueError):
+    """A model (symbolic definition) is inconsistent."""
+
+
+class ModelFileError(ModelError):
+    """A model file cannot be read; the message names the file and entry."""
+
+
+class ExpressionError(ModelError):
+    """A math expression in a model is malformed or not allowed."""
+
+
+class DoseError(KineticsError, ValueError):
+    """A dose is invalid (negative time/amount, unknown target, ...)."""
+
+
+class SolverInputError(KineticsError, ValueError):
+    """Arguments to a solve are invalid (times, parameters, tolerances, ...)."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

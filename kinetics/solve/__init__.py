@@ -1,0 +1,17 @@
+"""Numba ODE solvers: compiled models, doses, single solves, batches, sensitivities, event location."""
+
+from kinetics.solve._compiled import CompiledModel, compile_model, load_model
+from kinetics.solve._types import (
+    METHODS,
+    BatchSimulation,
+    Crossing,
+    Dose,
+    Sensitivities,
+    Simulation,
+    SolveStatus,
+)
+
+__all__ = [
+    "METHODS", "BatchSimulation", "CompiledModel", "Crossing", "Dose", "Sensitivities", "Simulation",
+    "SolveStatus", "compile_model", "load_model",
+]

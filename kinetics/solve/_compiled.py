@@ -1,0 +1,423 @@
+"""Compiled models: a symbolic Model plus its numba kernels, with simulate / batch / sensitivities."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from kinetics import codegen
+from kinetics.errors import DoseError, SolverInputError, did_you_mean
+from kinetics.model import Model, find_model_file, read_model_file
+from kinetics.solve._types import (
+    METHODS,
+    BatchSimulation,
+    Crossing,
+    Dose,
+    Sensitivities,
+    Simulation,
+    SolveStatus,
+    status_message,
+)
+
+__all__ = ["CompiledModel", "compile_model", "load_model"]
+
+_HERE = Path(__file__).resolve().parent
+_ENGINE_FILES = (_HERE / "_solver_kernels.py", _HERE / "_rosenbrock_tableau.py",
+                 _HERE.parent / "codegen" / "_generate.py")
+_DIRECTIONS = {"up": 1, "down": -1, "any": 0}
+
+
+def _engine_text() -> str:
+    return "\n".join(p.read_text() for p in _ENGINE_FILES)
+
+
+def load_model(name_or_path: str | os.PathLike[str]) -> CompiledModel:
+    """Load a library model by name (``"oral_1cmt"``) or any ``.toml`` model file, ready to simulate.
+
+    Compilation happens on the first solve and is cached on disk
+    (``$KINETICS_CACHE_DIR``), so later processes start fast.
+    """
+    return compile_model(read_model_file(find_model_file(name_or_path)))
+
+
+def compile_model(model: Model) -> CompiledModel:
+    """Wrap a symbolic :class:`~kinetics.model.Model` (e.g. from ``build_model``) for simulation."""
+    return CompiledModel(model)
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledModel:
+    """A model ready to simulate. Kernels are generated and compiled lazily, once.
+
+    Examples
+    --------
+    >>> import kinetics
+    >>> m = kinetics.load_model("oral_1cmt")
+    >>> sim = m.simulate([1.0, 2.0], doses=[kinetics.Dose(0.0, 320.0, "depot")])
+    >>> sim.success
+    True
+    """
+
+    model: Model
+    _cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    # -- names and defaults ---------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Model name."""
+        return self.model.name
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Parameter names, in the order of parameter arrays."""
+        return self.model.parameter_names
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """State names, in the order of state arrays."""
+        return self.model.state_names
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Output names, in the order of output arrays."""
+        return self.model.output_names
+
+    @property
+    def dose_target_names(self) -> tuple[str, ...]:
+        """Names a :class:`Dose` may target."""
+        return self.model.dose_target_names
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        """Default parameter values from the model file."""
+        return self.model.defaults
+
+    def __repr__(self) -> str:
+        return f"CompiledModel({self.model!r})"
+
+    # -- kernels -----------------------------------------------------------------
+    @property
+    def kernels(self) -> ModuleType:
+        """The generated numba module (generated and imported on first use)."""
+        mod = self._cache.get("module")
+        if mod is None:
+            key = codegen.cache_key(codegen.model_fingerprint(self.model), _engine_text())
+            kernel_text = (_HERE / "_solver_kernels.py").read_text()
+            mod = codegen.load_module(key, lambda: codegen.generate_model_source(self.model) + "\n\n"
+                                      + kernel_text)
+            self._cache["module"] = mod
+        return mod  # type: ignore[return-value]
+
+    # -- argument checking -------------------------------------------------------------
+    def parameter_vector(self, params: Mapping[str, float] | Sequence[float] | np.ndarray | None) -> np.ndarray:
+        """Full parameter array from defaults and overrides (a dict by name or a full array)."""
+        p = np.array([self.defaults[n] for n in self.parameter_names], dtype=float)
+        if params is None:
+            return p
+        if isinstance(params, Mapping):
+            for k, v in params.items():
+                if k not in self.parameter_names:
+                    raise SolverInputError(f"unknown parameter '{k}' for model '{self.name}'"
+                                           f"{did_you_mean(k, self.parameter_names)}")
+                try:
+                    p[self.parameter_names.index(k)] = float(v)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    raise SolverInputError(f"parameter '{k}' must be a number, got {v!r}") from None
+        else:
+            arr = np.asarray(params, dtype=float)
+            if arr.shape != p.shape:
+                raise SolverInputError(f"params array has shape {arr.shape}; expected ({len(p)},) in the order "
+                                       f"{list(self.parameter_names)}")
+            p = arr.copy()
+        bad = ~np.isfinite(p)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SolverInputError(f"parameter '{self.parameter_names[i]}' is not finite ({p[i]!r})")
+        return p
+
+    def _times(self, times: Sequence[float] | np.ndarray, t0: float) -> np.ndarray:
+        t = np.atleast_1d(np.asarray(times, dtype=float))
+        if t.ndim != 1:
+            raise SolverInputError(f"times must be one-dimensional, got shape {t.shape}")
+        if not np.all(np.isfinite(t)):
+            raise SolverInputError(f"times must be finite; entry {int(np.flatnonzero(~np.isfinite(t))[0])} is {t[~np.isfinite(t)][0]!r}")
+        if t.size and t[0] < t0:
+            raise SolverInputError(f"times must be >= t0={t0}; got {t[0]!r} (negative times are not allowed)")
+        if t.size > 1 and np.any(np.diff(t) < 0):
+            i = int(np.flatnonzero(np.diff(t) < 0)[0])
+            raise SolverInputError(f"times must be sorted (non-decreasing); times[{i + 1}]={t[i + 1]!r} < "
+                                   f"times[{i}]={t[i]!r}")
+        return t
+
+    def _dose_arrays(self, doses: Sequence[Dose] | None, t0: float) -> tuple[np.ndarray, ...]:
+        doses = list(doses or ())
+        targets = self.dose_target_names
+        state_of = {d.name: self.state_names.index(d.state) for d in self.model.dose_targets}
+        for i, d in enumerate(doses):
+            if not isinstance(d, Dose):
+                raise DoseError(f"doses[{i}] must be a kinetics.Dose, got {type(d).__name__}")
+            if d.target not in targets:
+                raise DoseError(f"doses[{i}]: unknown dose target '{d.target}'{did_you_mean(d.target, targets)} "
+                                f"(model '{self.name}' accepts: {', '.join(targets) or 'none'})")
+            if d.time < t0:
+                raise DoseError(f"doses[{i}]: time {d.time} is before the start of the solve t0={t0}")
+        return (np.array([d.time for d in doses], dtype=float), np.array([d.amount for d in doses], dtype=float),
+                np.array([d.duration for d in doses], dtype=float),
+                np.array([targets.index(d.target) for d in doses], dtype=np.int64),
+                np.array([state_of[d.target] for d in doses], dtype=np.int64))
+
+    def _tolerances(self, rtol: float, atol: float | Sequence[float], max_steps: int,
+                    method: str) -> tuple[float, np.ndarray, int, int]:
+        if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol > 0):
+            raise SolverInputError(f"rtol must be a positive finite number, got {rtol!r}")
+        a = np.broadcast_to(np.asarray(atol, dtype=float), (len(self.state_names),)).copy() \
+            if np.ndim(atol) == 0 else np.asarray(atol, dtype=float)
+        if a.shape != (len(self.state_names),) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+            raise SolverInputError(f"atol must be a positive number or one per state "
+                                   f"({len(self.state_names)}), got {atol!r}")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+            raise SolverInputError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if method not in METHODS:
+            raise SolverInputError(f"unknown method '{method}'{did_you_mean(str(method), METHODS)} "
+                                   f"(choose from {', '.join(METHODS)})")
+        return float(rtol), a, int(max_steps), METHODS[method]
+
+    def _initial_override(self, initial_states: Mapping[str, float] | None) -> np.ndarray:
+        y0 = np.full(len(self.state_names), np.nan)
+        for k, v in (initial_states or {}).items():
+            if k not in self.state_names:
+                raise SolverInputError(f"unknown state '{k}' in initial_states{did_you_mean(k, self.state_names)}")
+            if not math.isfinite(float(v)):
+                raise SolverInputError(f"initial value of '{k}' must be finite, got {v!r}")
+            y0[self.state_names.index(k)] = float(v)
+        return y0
+
+    def _wrt(self, wrt: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
+        names = tuple(self.parameter_names) if wrt is None else tuple(wrt)
+        idx = []
+        for w in names:
+            if w in self.parameter_names:
+                idx.append(self.parameter_names.index(w))
+            elif isinstance(w, str) and w.startswith("init:") and w[5:] in self.state_names:
+                idx.append(len(self.parameter_names) + self.state_names.index(w[5:]))
+            else:
+                cands = list(self.parameter_names) + [f"init:{s}" for s in self.state_names]
+                raise SolverInputError(f"cannot take sensitivities with respect to {w!r}{did_you_mean(str(w), cands)}"
+                                       " (use parameter names or 'init:<state>')")
+        return names, np.array(idx, dtype=np.int64)
+
+    # -- solving -----------------------------------------------------------------
+    def _run(self, times: np.ndarray, p: np.ndarray, doses: Sequence[Dose] | None, sdir: np.ndarray,
+             rtol: float, atol: float | Sequence[float], method: str, max_steps: int, t0: float,
+             initial_states: Mapping[str, float] | None, event: tuple[int, float, int, float, float] | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
+        d = self._dose_arrays(doses, t0)
+        y0 = self._initial_override(initial_states)
+        n, no, M = len(self.state_names), len(self.output_names), len(sdir)
+        ev_out, ev_level, ev_dir, ev_after, until = event if event else (-1, 0.0, 0, 0.0, 0.0)
+        t_end = max(float(times[-1]) if times.size else t0, until, t0)
+        Yout = np.empty((times.size, n * (1 + M)))
+        O = np.empty((times.size, max(no, 1)))
+        dO = np.empty((times.size, max(no, 1), M))
+        ist = np.zeros(8, dtype=np.int64)
+        fst = np.zeros(4)
+        self.kernels.simulate_kernel(p, y0, sdir, times, float(t0), t_end, *d, r, a, mcode, ms, ev_out, ev_level,
+                                     ev_dir, ev_after, Yout, O, dO, ist, fst)
+        return Yout, O, dO, ist, fst
+
+    def _simulation(self, times: np.ndarray, Yout: np.ndarray, O: np.ndarray, ist: np.ndarray, fst: np.ndarray,
+                    max_steps: int, method: str) -> Simulation:
+        n = len(self.state_names)
+        status = SolveStatus(int(ist[5]))
+        outputs = {name: _ro(O[:, i].copy()) for i, name in enumerate(self.output_names)}
+        return Simulation(
+            times=_ro(times.copy()), states=_ro(Yout[:, :n].copy()), outputs=outputs, state_names=self.state_names,
+            status=status, message=status_message(status, float(fst[0]), max_steps, self.model.time_unit),
+            n_steps=int(ist[0]), n_rejected=int(ist[1]), n_rhs=int(ist[2]), n_jacobians=int(ist[3]),
+            stiff_from=float(fst[1]), method=method,
+        )
+
+    def simulate(self, times: Sequence[float] | np.ndarray, params: Mapping[str, float] | np.ndarray | None = None,
+                 doses: Sequence[Dose] | None = None, *, rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9,
+                 method: str = "auto", max_steps: int = 100_000, t0: float = 0.0,
+                 initial_states: Mapping[str, float] | None = None) -> Simulation:
+        """Solve the model and return states and outputs at ``times``.
+
+        Parameters
+        ----------
+        times
+            Output times (model time unit), sorted, >= ``t0``; any grid. At a dose
+            time the value after the dose is reported.
+        params
+            Overrides by name (others keep file values), or a full array in
+            :attr:`parameter_names` order.
+        doses
+            :class:`Dose` events (bolus or zero-order infusion).
+        rtol, atol
+            Relative and absolute tolerances (``atol`` scalar or one per state).
+        method
+            ``"auto"`` (explicit Dormand-Prince, hands over to Rodas5P when stiffness
+            is detected), ``"dopri5"`` or ``"rodas5p"``.
+        initial_states
+            Override initial values of some states (by name).
+
+        Returns
+        -------
+        Simulation
+            Never raises for a failed solve: check ``success`` / ``message``.
+        """
+        t = self._times(times, t0)
+        p = self.parameter_vector(params)
+        Yout, O, _, ist, fst = self._run(t, p, doses, np.zeros(0, dtype=np.int64), rtol, atol, method, max_steps,
+                                         t0, initial_states, None)
+        return self._simulation(t, Yout, O, ist, fst, max_steps, method)
+
+    def sensitivities(self, times: Sequence[float] | np.ndarray,
+                      params: Mapping[str, float] | np.ndarray | None = None, doses: Sequence[Dose] | None = None,
+                      *, wrt: Sequence[str] | None = None, rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9,
+                      method: str = "auto", max_steps: int = 100_000, t0: float = 0.0,
+                      initial_states: Mapping[str, float] | None = None) -> Sensitivities:
+        """Forward sensitivities d outputs / d theta at ``times``: array ``(n_times, n_outputs, n_wrt)``.
+
+        ``wrt`` defaults to every parameter; ``"init:<state>"`` names an initial
+        value. Sensitivities are integrated with the states (error-controlled),
+        and carried across doses and parameter-dependent switch times exactly.
+        """
+        t = self._times(times, t0)
+        p = self.parameter_vector(params)
+        names, sdir = self._wrt(wrt)
+        Yout, O, dO, ist, fst = self._run(t, p, doses, sdir, rtol, atol, method, max_steps, t0, initial_states, None)
+        sim = self._simulation(t, Yout, O, ist, fst, max_steps, method)
+        n, M = len(self.state_names), len(sdir)
+        ds = Yout[:, n:].reshape(t.size, M, n).transpose(0, 2, 1).copy()
+        no = len(self.output_names)
+        return Sensitivities(simulation=sim, wrt=names, outputs=_ro(dO[:, :no, :].copy()), states=_ro(ds),
+                             output_names=self.output_names)
+
+    def crossing_time(self, output: str, level: float, *, after: float = 0.0, until: float,
+                      direction: str = "any", params: Mapping[str, float] | np.ndarray | None = None,
+                      doses: Sequence[Dose] | None = None, rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9,
+                      method: str = "auto", max_steps: int = 100_000, t0: float = 0.0,
+                      initial_states: Mapping[str, float] | None = None) -> Crossing:
+        """First time in ``(after, until]`` at which ``output`` crosses ``level``.
+
+        Located by root finding on the solver's dense output (not a grid search).
+        ``direction`` is ``"up"``, ``"down"`` or ``"any"``. A dose that carries the
+        output across the level counts as a crossing at the dose time.
+        """
+        if output not in self.output_names:
+            raise SolverInputError(f"unknown output '{output}'{did_you_mean(output, self.output_names)}")
+        if direction not in _DIRECTIONS:
+            raise SolverInputError(f"direction must be one of {list(_DIRECTIONS)}, got {direction!r}")
+        if not (math.isfinite(level) and math.isfinite(after) and math.isfinite(until)):
+            raise SolverInputError("level, after and until must be finite")
+        if not t0 <= after < until:
+            raise SolverInputError(f"need t0 <= after < until, got t0={t0}, after={after}, until={until}")
+        p = self.parameter_vector(params)
+        event = (self.output_names.index(output), float(level), _DIRECTIONS[direction], float(after), float(until))
+        _, _, _, ist, fst = self._run(np.zeros(0), p, doses, np.zeros(0, dtype=np.int64), rtol, atol, method,
+                                      max_steps, t0, initial_states, event)
+        status = SolveStatus(int(ist[5]))
+        return Crossing(output=output, level=float(level), time=float(fst[2]), found=bool(ist[7]), status=status,
+                        message=status_message(status, float(fst[0]), max_steps, self.model.time_unit))
+
+    def simulate_batch(self, times: Sequence[float] | np.ndarray,
+                       params: np.ndarray | Mapping[str, np.ndarray | float] | None = None,
+                       doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None = None, *, n_sets: int | None = None,
+                       rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9, method: str = "auto",
+                       max_steps: int = 100_000, t0: float = 0.0) -> BatchSimulation:
+        """Solve many parameter sets in parallel (numba threads).
+
+        Parameters
+        ----------
+        params
+            ``(n_sets, n_params)`` array in :attr:`parameter_names` order, or a dict
+            name -> array of length n_sets (or scalar); unnamed parameters keep defaults.
+        doses
+            One schedule for every set, or a list of ``n_sets`` schedules.
+
+        Returns
+        -------
+        BatchSimulation
+            Per-set status; one bad set never stops the others.
+        """
+        t = self._times(times, t0)
+        P = self._parameter_matrix(params, n_sets)
+        ns = P.shape[0]
+        schedules = self._schedules(doses, ns)
+        r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
+        arrays = [self._dose_arrays(s, t0) for s in schedules]
+        nd = np.array([len(x[0]) for x in arrays], dtype=np.int64)
+        width = max(1, int(nd.max()) if ns else 1)
+
+        def stack(i: int, dtype: type) -> np.ndarray:
+            out = np.zeros((ns, width), dtype=dtype)
+            for s, x in enumerate(arrays):
+                out[s, :len(x[i])] = x[i]
+            return out
+
+        n, no = len(self.state_names), len(self.output_names)
+        Yout = np.empty((ns, t.size, n))
+        O = np.empty((ns, t.size, max(no, 1)))
+        dO = np.empty((ns, t.size, max(no, 1), 0))
+        ist = np.zeros((ns, 8), dtype=np.int64)
+        fst = np.zeros((ns, 4))
+        t_end = max(float(t[-1]) if t.size else t0, t0)
+        self.kernels.simulate_batch_kernel(P, np.zeros(0, dtype=np.int64), t, float(t0), t_end, stack(0, float),
+                                           stack(1, float), stack(2, float), stack(3, np.int64), stack(4, np.int64),
+                                           nd, r, a, mcode, ms, -1, 0.0, 0, 0.0, Yout, O, dO, ist, fst)
+        status = ist[:, 5].copy()
+        msgs = tuple(status_message(SolveStatus(int(s)), float(f), ms, self.model.time_unit)
+                     for s, f in zip(status, fst[:, 0]))
+        return BatchSimulation(times=_ro(t.copy()), states=_ro(Yout), outputs=_ro(O[:, :, :no]),
+                               output_names=self.output_names, state_names=self.state_names, status=_ro(status),
+                               t_fail=_ro(fst[:, 0].copy()), n_steps=_ro(ist[:, 0].copy()), messages=msgs)
+
+    def _parameter_matrix(self, params: np.ndarray | Mapping[str, np.ndarray | float] | None,
+                          n_sets: int | None) -> np.ndarray:
+        base = self.parameter_vector(None)
+        if params is None or isinstance(params, Mapping):
+            sizes = {np.size(v) for v in (params or {}).values() if np.ndim(v) > 0}
+            if len(sizes) > 1:
+                raise SolverInputError(f"parameter arrays in the dict have different lengths {sorted(sizes)}")
+            ns = n_sets if n_sets is not None else (sizes.pop() if sizes else 1)
+            P = np.tile(base, (ns, 1))
+            for k, v in (params or {}).items():
+                if k not in self.parameter_names:
+                    raise SolverInputError(f"unknown parameter '{k}'{did_you_mean(k, self.parameter_names)}")
+                col = np.asarray(v, dtype=float)
+                if col.ndim > 1 or (col.ndim == 1 and col.size != ns):
+                    raise SolverInputError(f"parameter '{k}' has {col.size} values; expected {ns}")
+                P[:, self.parameter_names.index(k)] = col
+        else:
+            P = np.array(params, dtype=float)
+            if P.ndim != 2 or P.shape[1] != base.size:
+                raise SolverInputError(f"params array has shape {P.shape}; expected (n_sets, {base.size}) with "
+                                       f"columns {list(self.parameter_names)}")
+        bad = ~np.isfinite(P)
+        if bad.any():
+            s, k = np.argwhere(bad)[0]
+            raise SolverInputError(f"parameter '{self.parameter_names[k]}' of set {s} is not finite ({P[s, k]!r})")
+        return np.ascontiguousarray(P)
+
+    def _schedules(self, doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None,
+                   ns: int) -> list[Sequence[Dose]]:
+        if not doses:
+            return [()] * ns
+        if all(isinstance(d, Dose) for d in doses):
+            return [doses] * ns  # type: ignore[list-item]
+        if len(doses) != ns:
+            raise DoseError(f"doses has {len(doses)} schedules; expected one per parameter set ({ns})")
+        return [list(s) for s in doses]  # type: ignore[arg-type]
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a

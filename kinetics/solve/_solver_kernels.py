@@ -1,0 +1,839 @@
+"""Numba ODE solver kernels, compiled once per model.
+
+This file is a template: :mod:`kinetics.solve._compile` appends its text to a
+model's generated equation kernels (``m_rhs``, ``m_jac``, ... from
+:mod:`kinetics.codegen`) so that the model is called as a global and inlined,
+and numba can cache the whole module on disk. It is not imported directly.
+
+Methods
+-------
+* Dormand-Prince 5(4) with its 4th-order dense output and Hairer's stiffness
+  detection (E. Hairer, S.P. Norsett, G. Wanner, Solving ODEs I, 2nd ed., II.4-6;
+  dense-output matrix as in scipy's RK45).
+* Rodas5P, an L-stable Rosenbrock method of order 5(4) with 4th-order dense
+  output (G. Steinebach, BIT 63:27, 2023), analytic Jacobian.
+* ``METHOD_AUTO`` starts explicit and hands over to Rodas5P for the rest of the
+  solve when the explicit method detects stiffness.
+
+Array layouts (numba ignores type hints)
+----------------------------------------
+n = N_STATES, np = N_PARAMS, M = number of sensitivity directions, L = n*(1+M).
+The integrated vector ``Y[L]`` is the state ``y = Y[:n]`` followed by the
+sensitivities ``s_k = Y[n*(1+k): n*(2+k)] = dy/d(theta_k)``; direction ``k`` is
+parameter ``sdir[k]`` if ``sdir[k] < np``, else the initial value of state
+``sdir[k] - np``. Doses: ``dose_time[nd]`` (time unit of the model),
+``dose_amt[nd]`` (amount; multiplied by the target's scale), ``dose_dur[nd]``
+(0 = bolus, > 0 = zero-order infusion), ``dose_tgt[nd]`` (dose-target index),
+``dose_state[nd]`` (state index). Counters ``ist[8]``: accepted steps, rejected
+steps, rhs evaluations, Jacobians, LU factorisations, status, method in use at the
+end, event found (0/1). Floats ``fst[4]``: time of failure, time of the hand-over
+to the stiff method (nan if none), event time (nan if none), last step size.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from kinetics.solve import _rosenbrock_tableau as _ros
+
+STATUS_SUCCESS = 0
+STATUS_MAX_STEPS = 1
+STATUS_STEP_UNDERFLOW = 2
+STATUS_NONFINITE = 3
+STATUS_SINGULAR = 4
+
+METHOD_AUTO = 0
+METHOD_DOPRI5 = 1
+METHOD_RODAS5P = 2
+
+_EPS = 2.220446049250313e-16
+
+# --- Dormand-Prince 5(4) ----------------------------------------------------
+DP_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
+DP_A = np.array([
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [1 / 5, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [3 / 40, 9 / 40, 0.0, 0.0, 0.0, 0.0],
+    [44 / 45, -56 / 15, 32 / 9, 0.0, 0.0, 0.0],
+    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0.0, 0.0],
+    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0.0],
+    [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
+])
+# error weights: 5th-order minus embedded 4th-order solution (Hairer's e1..e7)
+DP_E = np.array([71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40])
+# dense output: y(t + th*h) = y + h * sum_j K_j * (P[j,0] th + P[j,1] th^2 + P[j,2] th^3 + P[j,3] th^4)
+DP_P = np.array([
+    [1.0, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432],
+    [0.0, 0.0, 0.0, 0.0],
+    [0.0, 131558114200 / 32700410799, -68118460800 / 10900136933, 87487479700 / 32700410799],
+    [0.0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072],
+    [0.0, 127303824393 / 49829197408, -318862633887 / 49829197408, 701980252875 / 199316789632],
+    [0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844],
+    [0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423],
+])
+
+# --- Rodas5P ------------------------------------------------------------------
+RS = _ros.NSTAGES
+R_GAMMA = _ros.GAMMA
+R_A = np.array(_ros.A)
+R_C = np.array(_ros.C)
+R_CN = np.array(_ros.C_NODES)
+R_D = np.array(_ros.D)
+R_H = np.array(_ros.H)
+
+
+# --- dense linear algebra -------------------------------------------------------
+@njit(cache=True, error_model='numpy')
+def lu_factor(a, piv):
+    """In-place LU with partial pivoting (LAPACK getrf layout); 1 if singular."""
+    n = a.shape[0]
+    for k in range(n):
+        imax = k
+        vmax = abs(a[k, k])
+        for i in range(k + 1, n):
+            v = abs(a[i, k])
+            if v > vmax:
+                vmax = v
+                imax = i
+        piv[k] = imax
+        if vmax == 0.0 or not math.isfinite(vmax):
+            return 1
+        if imax != k:
+            for j in range(n):
+                tmp = a[k, j]
+                a[k, j] = a[imax, j]
+                a[imax, j] = tmp
+        inv = 1.0 / a[k, k]
+        for i in range(k + 1, n):
+            lik = a[i, k] * inv
+            a[i, k] = lik
+            if lik != 0.0:
+                for j in range(k + 1, n):
+                    a[i, j] -= lik * a[k, j]
+    return 0
+
+
+@njit(cache=True, error_model='numpy')
+def lu_solve(lu, piv, b):
+    """Solve in place with the factors of :func:`lu_factor`."""
+    n = lu.shape[0]
+    for k in range(n):
+        p = piv[k]
+        if p != k:
+            tmp = b[k]
+            b[k] = b[p]
+            b[p] = tmp
+    for i in range(n):
+        s = b[i]
+        for j in range(i):
+            s -= lu[i, j] * b[j]
+        b[i] = s
+    for i in range(n - 1, -1, -1):
+        s = b[i]
+        for j in range(i + 1, n):
+            s -= lu[i, j] * b[j]
+        b[i] = s / lu[i, i]
+
+
+# --- the integrated system: states plus optional sensitivities -----------------
+@njit(cache=True, error_model='numpy')
+def sys_rhs(t, tc, Y, p, sdir, rate, rate_dp, out, jw, fpw):
+    """out = dY/dt. jw (n,n) and fpw (n,np) are work arrays."""
+    n = N_STATES
+    m_rhs(t, tc, Y[:n], p, out[:n])
+    for i in range(n):
+        out[i] += rate[i]
+    M = sdir.shape[0]
+    if M > 0:
+        m_jac(t, tc, Y[:n], p, jw)
+        m_dfdp(t, tc, Y[:n], p, fpw)
+        for k in range(M):
+            off = n * (1 + k)
+            kk = sdir[k]
+            for i in range(n):
+                acc = 0.0
+                for j in range(n):
+                    acc += jw[i, j] * Y[off + j]
+                if kk < N_PARAMS:
+                    acc += fpw[i, kk] + rate_dp[i, kk]
+                out[off + i] = acc
+
+
+@njit(cache=True, error_model='numpy')
+def sys_jac(t, tc, Y, p, sdir, jw, ablk, bw):
+    """jw = df/dy; ablk[k] = d(J s_k + df/dp_k)/dy (sub-diagonal blocks). bw (np,n,n) work."""
+    n = N_STATES
+    m_jac(t, tc, Y[:n], p, jw)
+    M = sdir.shape[0]
+    if M > 0:
+        m_dfdp_dy(t, tc, Y[:n], p, bw)
+        for k in range(M):
+            off = n * (1 + k)
+            m_hess_s(t, tc, Y[:n], p, Y[off:off + n], ablk[k])
+            kk = sdir[k]
+            if kk < N_PARAMS:
+                for i in range(n):
+                    for j in range(n):
+                        ablk[k, i, j] += bw[kk, i, j]
+
+
+@njit(cache=True, error_model='numpy')
+def sys_dfdt(t, tc, Y, p, sdir, out, jtw, fptw):
+    """out = dF/dt of the integrated system (zero for autonomous models)."""
+    n = N_STATES
+    if AUTONOMOUS:
+        out[:] = 0.0
+        return
+    m_dfdt(t, tc, Y[:n], p, out[:n])
+    M = sdir.shape[0]
+    if M > 0:
+        m_djac_dt(t, tc, Y[:n], p, jtw)
+        m_dfdp_dt(t, tc, Y[:n], p, fptw)
+        for k in range(M):
+            off = n * (1 + k)
+            kk = sdir[k]
+            for i in range(n):
+                acc = 0.0
+                for j in range(n):
+                    acc += jtw[i, j] * Y[off + j]
+                if kk < N_PARAMS:
+                    acc += fptw[i, kk]
+                out[off + i] = acc
+
+
+@njit(cache=True, error_model='numpy')
+def sys_solve(lu, piv, ablk, b):
+    """Solve (I/(h gamma) - J_aug) x = b in place; J_aug is block lower triangular."""
+    n = N_STATES
+    lu_solve(lu, piv, b[:n])
+    M = ablk.shape[0]
+    for k in range(M):
+        off = n * (1 + k)
+        for i in range(n):
+            acc = 0.0
+            for j in range(n):
+                acc += ablk[k, i, j] * b[j]
+            b[off + i] += acc
+        lu_solve(lu, piv, b[off:off + n])
+
+
+@njit(cache=True, error_model='numpy')
+def err_norm(err, y0, y1, rtol, atol):
+    """RMS norm of err / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state."""
+    L = err.shape[0]
+    n = atol.shape[0]
+    acc = 0.0
+    for i in range(L):
+        sc = atol[i % n] + rtol * max(abs(y0[i]), abs(y1[i]))
+        v = err[i] / sc
+        acc += v * v
+    return math.sqrt(acc / L)
+
+
+@njit(cache=True, error_model='numpy')
+def initial_step(t, tc, Y, p, sdir, rate, rate_dp, f0, y1, f1, jw, fpw, rtol, atol, hmax, ist):
+    """Hairer's starting step-size heuristic (Solving ODEs I, II.4)."""
+    L = Y.shape[0]
+    sys_rhs(t, tc, Y, p, sdir, rate, rate_dp, f0, jw, fpw)
+    ist[2] += 1
+    n = atol.shape[0]
+    d0 = 0.0
+    d1 = 0.0
+    for i in range(L):
+        sc = atol[i % n] + rtol * abs(Y[i])
+        d0 += (Y[i] / sc) ** 2
+        d1 += (f0[i] / sc) ** 2
+    d0 = math.sqrt(d0 / L)
+    d1 = math.sqrt(d1 / L)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    h0 = min(h0, hmax)
+    for i in range(L):
+        y1[i] = Y[i] + h0 * f0[i]
+    sys_rhs(t + h0, tc, y1, p, sdir, rate, rate_dp, f1, jw, fpw)
+    ist[2] += 1
+    d2 = 0.0
+    for i in range(L):
+        sc = atol[i % n] + rtol * abs(Y[i])
+        d2 += ((f1[i] - f0[i]) / sc) ** 2
+    d2 = math.sqrt(d2 / L) / h0
+    dm = max(d1, d2)
+    if not math.isfinite(dm):
+        return h0 * 1e-3
+    if dm <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / dm) ** 0.2
+    return min(100.0 * h0, h1, hmax)
+
+
+# --- one step of each method --------------------------------------------------------
+@njit(cache=True, error_model='numpy')
+def dopri_step(t, tc, h, Y, p, sdir, rate, rate_dp, K, ynew, ystage, jw, fpw):
+    """One DP5 step; K[0] must hold f(t, Y) on entry; K[6] = f(t+h, ynew) on exit.
+
+    Returns the stiffness estimate h*|lambda| (Hairer's dopri5 test)."""
+    L = Y.shape[0]
+    for s in range(1, 7):
+        for i in range(L):
+            acc = 0.0
+            for j in range(s):
+                acc += DP_A[s, j] * K[j, i]
+            ystage[i] = Y[i] + h * acc
+        if s == 6:
+            for i in range(L):
+                ynew[i] = ystage[i]
+            sys_rhs(t + h, tc, ynew, p, sdir, rate, rate_dp, K[6], jw, fpw)
+        else:
+            sys_rhs(t + DP_C[s] * h, tc, ystage, p, sdir, rate, rate_dp, K[s], jw, fpw)
+    # stiffness test: ||k7 - k6|| / ||y7 - y6|| with y6 the stage-6 argument
+    num = 0.0
+    den = 0.0
+    for i in range(L):
+        acc = 0.0
+        for j in range(5):
+            acc += DP_A[5, j] * K[j, i]
+        y6 = Y[i] + h * acc
+        num += (K[6, i] - K[5, i]) ** 2
+        den += (ynew[i] - y6) ** 2
+    if den > 0.0:
+        return h * math.sqrt(num / den)
+    return 0.0
+
+
+@njit(cache=True, error_model='numpy')
+def dopri_error(h, K, err):
+    L = err.shape[0]
+    for i in range(L):
+        acc = 0.0
+        for j in range(7):
+            acc += DP_E[j] * K[j, i]
+        err[i] = h * acc
+
+
+@njit(cache=True, error_model='numpy')
+def dopri_dense(theta, h, Y0, K, out, lo, hi):
+    """out[i] = y(t + theta h)_i for i in [lo, hi)."""
+    t2 = theta * theta
+    t3 = t2 * theta
+    t4 = t3 * theta
+    for i in range(lo, hi):
+        acc = 0.0
+        for j in range(7):
+            acc += K[j, i] * (DP_P[j, 0] * theta + DP_P[j, 1] * t2 + DP_P[j, 2] * t3 + DP_P[j, 3] * t4)
+        out[i - lo] = Y0[i] + h * acc
+
+
+@njit(cache=True, error_model='numpy')
+def rodas_step(t, tc, h, Y, p, sdir, rate, rate_dp, Kr, ynew, u, fw, dT, jw, ablk, wmat, piv, fpw, bw,
+               jtw, fptw, ist):
+    """One Rodas5P step (stages in Kr[s]); returns False if the W matrix is singular."""
+    n = N_STATES
+    L = Y.shape[0]
+    sys_jac(t, tc, Y, p, sdir, jw, ablk, bw)
+    ist[3] += 1
+    sys_dfdt(t, tc, Y, p, sdir, dT, jtw, fptw)
+    inv_hg = 1.0 / (h * R_GAMMA)
+    for i in range(n):
+        for j in range(n):
+            wmat[i, j] = -jw[i, j]
+        wmat[i, i] += inv_hg
+    ist[4] += 1
+    if lu_factor(wmat, piv) != 0:
+        return False
+    for s in range(RS):
+        for i in range(L):
+            acc = 0.0
+            for j in range(s):
+                acc += R_A[s, j] * Kr[j, i]
+            u[i] = Y[i] + acc
+        sys_rhs(t + R_CN[s] * h, tc, u, p, sdir, rate, rate_dp, fw, jw, fpw)
+        ist[2] += 1
+        dh = R_D[s] * h
+        for i in range(L):
+            acc = 0.0
+            for j in range(s):
+                acc += R_C[s, j] * Kr[j, i]
+            Kr[s, i] = fw[i] + acc / h + dh * dT[i]
+        sys_solve(wmat, piv, ablk, Kr[s])
+    for i in range(L):
+        ynew[i] = u[i] + Kr[RS - 1, i]
+    return True
+
+
+@njit(cache=True, error_model='numpy')
+def rodas_dense(theta, Y0, Y1, Kr, out, lo, hi):
+    """Rodas5P 4th-order continuous extension for components [lo, hi)."""
+    for i in range(lo, hi):
+        k0 = 0.0
+        k1 = 0.0
+        k2 = 0.0
+        for j in range(RS):
+            k0 += R_H[0, j] * Kr[j, i]
+            k1 += R_H[1, j] * Kr[j, i]
+            k2 += R_H[2, j] * Kr[j, i]
+        out[i - lo] = (1.0 - theta) * Y0[i] + theta * (Y1[i] + (1.0 - theta) * (k0 + theta * (k1 + theta * k2)))
+
+
+@njit(cache=True, error_model='numpy')
+def dense_eval(method, theta, h, Y0, Y1, K, Kr, out, lo, hi):
+    if method == METHOD_RODAS5P:
+        rodas_dense(theta, Y0, Y1, Kr, out, lo, hi)
+    else:
+        dopri_dense(theta, h, Y0, K, out, lo, hi)
+
+
+@njit(cache=True, error_model='numpy')
+def event_value(t, Yv, p, ev_out, ev_level, obuf):
+    m_out(t, Yv[:N_STATES], p, obuf)
+    return obuf[ev_out] - ev_level
+
+
+@njit(cache=True, error_model='numpy')
+def crosses(g0, g1, ev_dir):
+    """True if g goes from g0 to g1 through zero in the requested direction."""
+    if ev_dir >= 0 and g0 < 0.0 and g1 >= 0.0:
+        return True
+    if ev_dir <= 0 and g0 > 0.0 and g1 <= 0.0:
+        return True
+    return False
+
+
+@njit(cache=True, error_model='numpy')
+def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a, g_a, th_b, g_b, ybuf, obuf):
+    """Illinois regula falsi on the dense output between theta a and b; returns the time."""
+    side = 0
+    for _ in range(200):
+        if (th_b - th_a) * abs(h) <= 4.0 * _EPS * max(1.0, abs(t + h)):
+            break
+        th = th_a - g_a * (th_b - th_a) / (g_b - g_a) if g_b != g_a else 0.5 * (th_a + th_b)
+        if not (th_a < th < th_b):
+            th = 0.5 * (th_a + th_b)
+        dense_eval(method, th, h, Y0, Y1, K, Kr, ybuf, 0, N_STATES)
+        g = event_value(t + th * h, ybuf, p, ev_out, ev_level, obuf)
+        if crosses(g_a, g, ev_dir) or (g == 0.0):
+            th_b = th
+            g_b = g
+            if side == -1:
+                g_a *= 0.5
+            side = -1
+        else:
+            th_a = th
+            g_a = g
+            if side == 1:
+                g_b *= 0.5
+            side = 1
+    return t + th_b * h
+
+
+# --- integrate one segment without discontinuities -------------------------------------
+@njit(cache=True, error_model='numpy')
+def integrate_segment(ta, tb, tc, Y, p, sdir, rate, rate_dp, h, rtol, atol, max_steps, times, io, Yout,
+                      ev_out, ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT, jw, ablk, wmat,
+                      piv, fpw, bw, jtw, fptw, ybuf, obuf, ist, fst):
+    """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
+
+    ``ev_g[0]`` carries the event function's last value (nan before ``ev_after``).
+    On failure ist[5] is set and the function returns early.
+    """
+    L = Y.shape[0]
+    n = N_STATES
+    t = ta
+    nt = times.shape[0]
+    facold = 1e-4
+    reject = False
+    fsal = False
+    stiff_hits = 0
+    nonstiff = 0
+    nan_rejects = 0
+    while t < tb:
+        if ist[0] + ist[1] >= max_steps:
+            ist[5] = STATUS_MAX_STEPS
+            fst[0] = t
+            return io, h
+        hmin = 16.0 * _EPS * max(abs(t), abs(tb - ta))
+        if h < hmin:
+            ist[5] = STATUS_NONFINITE if nan_rejects > 0 else STATUS_STEP_UNDERFLOW
+            fst[0] = t
+            return io, h
+        last = False
+        if t + h >= tb or t + 1.01 * h >= tb:
+            hs = tb - t
+            last = True
+        else:
+            hs = h
+        method = ist[6]
+        if method == METHOD_RODAS5P:
+            ok = rodas_step(t, tc, hs, Y, p, sdir, rate, rate_dp, Kr, ynew, u, fw, dT, jw, ablk, wmat, piv,
+                            fpw, bw, jtw, fptw, ist)
+            if not ok:
+                err = math.inf
+            else:
+                for i in range(L):
+                    yerr[i] = Kr[RS - 1, i]
+                err = err_norm(yerr, Y, ynew, rtol, atol)
+            expo = 0.2
+        else:
+            if not fsal:
+                sys_rhs(t, tc, Y, p, sdir, rate, rate_dp, K[0], jw, fpw)
+                ist[2] += 1
+                fsal = True
+            hlamb = dopri_step(t, tc, hs, Y, p, sdir, rate, rate_dp, K, ynew, u, jw, fpw)
+            ist[2] += 6
+            dopri_error(hs, K, yerr)
+            err = err_norm(yerr, Y, ynew, rtol, atol)
+            expo = 0.17
+        if not math.isfinite(err):
+            ist[1] += 1
+            nan_rejects += 1
+            h = 0.25 * hs
+            reject = True
+            continue
+        nan_rejects = 0
+        if err <= 1.0:
+            # accepted
+            ist[0] += 1
+            tn = t + hs
+            # outputs strictly inside (t, tb) covered by this step
+            while io < nt and times[io] <= tn and times[io] < tb:
+                if times[io] == tn:
+                    for i in range(L):
+                        Yout[io, i] = ynew[i]
+                else:
+                    theta = (times[io] - t) / hs
+                    dense_eval(method, theta, hs, Y, ynew, K, Kr, Yout[io], 0, L)
+                io += 1
+            # event detection
+            if ev_out >= 0 and tn > ev_after:
+                g1 = event_value(tn, ynew, p, ev_out, ev_level, obuf)
+                if math.isnan(ev_g[0]):
+                    # first step past ev_after: start from the value at ev_after
+                    th0 = (ev_after - t) / hs
+                    dense_eval(method, th0, hs, Y, ynew, K, Kr, ybuf, 0, n)
+                    g0 = event_value(ev_after, ybuf, p, ev_out, ev_level, obuf)
+                    tha = th0
+                else:
+                    g0 = ev_g[0]
+                    tha = 0.0
+                if crosses(g0, g1, ev_dir):
+                    if g0 == 0.0 and tha == 0.0:
+                        fst[2] = t
+                    else:
+                        fst[2] = locate_event(method, t, hs, Y, ynew, K, Kr, p, ev_out, ev_level, ev_dir, tha,
+                                              g0, 1.0, g1, ybuf, obuf)
+                    ist[7] = 1
+                    for i in range(L):
+                        Y[i] = ynew[i]
+                    return io, h
+                ev_g[0] = g1
+            for i in range(L):
+                if not math.isfinite(ynew[i]):
+                    ist[5] = STATUS_NONFINITE
+                    fst[0] = tn
+                    return io, h
+                Y[i] = ynew[i]
+            t = tb if last else tn
+            if method == METHOD_RODAS5P:
+                fac = min(6.0, max(0.2, err ** (-expo) * 0.9)) if err > 0.0 else 6.0
+                if reject:
+                    fac = min(1.0, fac)
+                hnew = hs * fac
+            else:
+                for i in range(L):
+                    K[0, i] = K[6, i]
+                fac11 = err ** expo if err > 0 else 0.0
+                fac = fac11 / facold ** 0.04
+                fac = max(0.1, min(5.0, fac / 0.9))
+                hnew = hs / fac
+                if reject:
+                    hnew = min(hnew, hs)
+                facold = max(err, 1e-4)
+                # Hairer's stiffness detection (dopri5.f)
+                if ist[6] == METHOD_DOPRI5 and fst[3] < 0.0:
+                    if hlamb > 3.25:
+                        nonstiff = 0
+                        stiff_hits += 1
+                        if stiff_hits >= 15:
+                            ist[6] = METHOD_RODAS5P
+                            fst[1] = t
+                    else:
+                        nonstiff += 1
+                        if nonstiff == 6:
+                            stiff_hits = 0
+            reject = False
+            # a clipped last step says nothing about the natural step size
+            if not last or hnew < h:
+                h = hnew
+        else:
+            ist[1] += 1
+            if method == METHOD_RODAS5P:
+                fac = max(0.2, err ** (-expo) * 0.9)
+            else:
+                fac = 1.0 / min(5.0, err ** expo / 0.9)
+            h = hs * fac
+            reject = True
+    return io, h
+
+
+# --- the whole solve: segments, doses, switches ----------------------------------------
+@njit(cache=True, error_model='numpy')
+def sort_unique(a, n):
+    """Sort a[:n] in place (insertion sort; n is small) and drop duplicates; returns the new length."""
+    for i in range(1, n):
+        v = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+    m = 0
+    for i in range(n):
+        if m == 0 or a[i] != a[m - 1]:
+            a[m] = a[i]
+            m += 1
+    return m
+
+
+@njit(cache=True, error_model='numpy')
+def solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
+              method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, ist, fst):
+    """Solve from t0 to t_end; Yout[i] = Y(times[i]) (right-continuous at doses).
+
+    Y0[L] holds the initial integrated vector (states and sensitivities).
+    ist/fst: see the module docstring. ist[6] holds the method on entry
+    (METHOD_AUTO starts with DOPRI5 and may hand over; fst[3] < 0 enables the hand-over).
+    """
+    n = N_STATES
+    L = Y0.shape[0]
+    M = sdir.shape[0]
+    nt = times.shape[0]
+    nd = dose_time.shape[0]
+    for i in range(8):
+        ist[i] = 0
+    fst[0] = math.nan
+    fst[1] = math.nan
+    fst[2] = math.nan
+    if method == METHOD_AUTO:
+        ist[6] = METHOD_DOPRI5
+        fst[3] = -1.0
+    else:
+        ist[6] = method
+        fst[3] = 1.0
+    # work arrays
+    Y = Y0.copy()
+    K = np.empty((7, L))
+    Kr = np.empty((RS, L))
+    ynew = np.empty(L)
+    yerr = np.empty(L)
+    u = np.empty(L)
+    fw = np.empty(L)
+    dT = np.empty(L)
+    f1 = np.empty(L)
+    jw = np.empty((n, n))
+    ablk = np.zeros((M, n, n))
+    wmat = np.empty((n, n))
+    piv = np.empty(n, dtype=np.int64)
+    fpw = np.empty((n, N_PARAMS))
+    bw = np.empty((N_PARAMS, n, n))
+    jtw = np.empty((n, n))
+    fptw = np.empty((n, N_PARAMS))
+    ybuf = np.empty(L)
+    obuf = np.empty(max(N_OUTPUTS, 1))
+    rate = np.zeros(n)
+    rate_dp = np.zeros((n, N_PARAMS))
+    rate_prev = np.zeros(n)
+    rate_dp_prev = np.zeros((n, N_PARAMS))
+    fminus = np.empty(L)
+    fplus = np.empty(L)
+    ev_g = np.empty(1)
+    ev_g[0] = math.nan
+    scale = np.empty(max(N_DOSE_TARGETS, 1))
+    scale_dp = np.empty((max(N_DOSE_TARGETS, 1), N_PARAMS))
+    m_dose_scale(p, scale)
+    m_dose_scale_dp(p, scale_dp)
+    sw = np.empty(max(N_SWITCHES, 1))
+    sw_dp = np.empty((max(N_SWITCHES, 1), N_PARAMS))
+    m_switch(p, sw)
+    m_switch_dp(p, sw_dp)
+    for i in range(L):
+        if not math.isfinite(Y[i]):
+            ist[5] = STATUS_NONFINITE
+            fst[0] = t0
+            return
+    # breakpoints: t0, t_end, switches, dose starts, infusion ends
+    bp = np.empty(2 + N_SWITCHES + 2 * nd)
+    nb = 0
+    bp[nb] = t0
+    nb += 1
+    bp[nb] = t_end
+    nb += 1
+    for i in range(N_SWITCHES):
+        if t0 < sw[i] < t_end:
+            bp[nb] = sw[i]
+            nb += 1
+    for d in range(nd):
+        if t0 < dose_time[d] < t_end:
+            bp[nb] = dose_time[d]
+            nb += 1
+        te = dose_time[d] + dose_dur[d]
+        if dose_dur[d] > 0.0 and t0 < te < t_end:
+            bp[nb] = te
+            nb += 1
+    nb = sort_unique(bp, nb)
+    io = 0
+    h = -1.0
+    tc_prev = t0
+    for b in range(nb):
+        ta = bp[b]
+        tb = bp[b + 1] if b + 1 < nb else ta
+        tc = 0.5 * (ta + tb) if tb > ta else ta
+        # infusion rates active on (ta, tb)
+        for i in range(n):
+            rate_prev[i] = rate[i]
+            rate[i] = 0.0
+            for k in range(N_PARAMS):
+                rate_dp_prev[i, k] = rate_dp[i, k]
+                rate_dp[i, k] = 0.0
+        for d in range(nd):
+            if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
+                g = dose_tgt[d]
+                st = dose_state[d]
+                rate[st] += dose_amt[d] * scale[g] / dose_dur[d]
+                for k in range(N_PARAMS):
+                    rate_dp[st, k] += dose_amt[d] * scale_dp[g, k] / dose_dur[d]
+        # sensitivity jumps at parameter-dependent switch times:
+        # s+ = s- + (f- - f+) d(tau)/dp  (f evaluated on each side of the switch)
+        if M > 0 and b > 0:
+            for w in range(N_SWITCHES):
+                if sw[w] == ta:
+                    sys_rhs(ta, tc_prev, Y, p, sdir[:0], rate_prev, rate_dp_prev, fminus, jw, fpw)
+                    sys_rhs(ta, tc, Y, p, sdir[:0], rate, rate_dp, fplus, jw, fpw)
+                    for k in range(M):
+                        kk = sdir[k]
+                        if kk < N_PARAMS and sw_dp[w, kk] != 0.0:
+                            off = n * (1 + k)
+                            for i in range(n):
+                                Y[off + i] += (fminus[i] - fplus[i]) * sw_dp[w, kk]
+        # bolus doses at ta
+        jumped = False
+        for d in range(nd):
+            if dose_dur[d] == 0.0 and dose_time[d] == ta:
+                g = dose_tgt[d]
+                st = dose_state[d]
+                Y[st] += dose_amt[d] * scale[g]
+                for k in range(M):
+                    kk = sdir[k]
+                    if kk < N_PARAMS:
+                        Y[n * (1 + k) + st] += dose_amt[d] * scale_dp[g, kk]
+                jumped = True
+        # event: a dose may carry an output across the level
+        if ev_out >= 0 and ta >= ev_after:
+            gj = event_value(ta, Y, p, ev_out, ev_level, obuf)
+            if not math.isnan(ev_g[0]) and crosses(ev_g[0], gj, ev_dir):
+                fst[2] = ta
+                ist[7] = 1
+                break
+            ev_g[0] = gj
+        while io < nt and times[io] <= ta:
+            for i in range(L):
+                Yout[io, i] = Y[i]
+            io += 1
+        if tb <= ta:
+            break
+        hmax = tb - ta
+        if h <= 0.0 or jumped:
+            h = initial_step(ta, tc, Y, p, sdir, rate, rate_dp, fw, ybuf, f1, jw, fpw, rtol, atol, hmax, ist)
+        io, h = integrate_segment(ta, tb, tc, Y, p, sdir, rate, rate_dp, h, rtol, atol, max_steps, times, io,
+                                  Yout, ev_out, ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT,
+                                  jw, ablk, wmat, piv, fpw, bw, jtw, fptw, ybuf, obuf, ist, fst)
+        if ist[5] != STATUS_SUCCESS or ist[7] == 1:
+            break
+        tc_prev = tc
+    fst[3] = h
+
+
+@njit(cache=True, error_model='numpy')
+def initial_vector(p, sdir, Y0):
+    """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k."""
+    n = N_STATES
+    m_init(p, Y0[:n])
+    M = sdir.shape[0]
+    if M > 0:
+        idp = np.empty((n, N_PARAMS))
+        m_init_dp(p, idp)
+        for k in range(M):
+            off = n * (1 + k)
+            kk = sdir[k]
+            for i in range(n):
+                if kk < N_PARAMS:
+                    Y0[off + i] = idp[i, kk]
+                else:
+                    Y0[off + i] = 1.0 if (kk - N_PARAMS) == i else 0.0
+
+
+@njit(cache=True, error_model='numpy')
+def outputs_from_states(times, Yout, p, sdir, O, dO, nvalid):
+    """O[i, :] = outputs at times[i]; dO[i, o, k] = d output_o / d theta_k (if sdir non-empty)."""
+    n = N_STATES
+    M = sdir.shape[0]
+    ody = np.empty((max(N_OUTPUTS, 1), n))
+    odp = np.empty((max(N_OUTPUTS, 1), N_PARAMS))
+    for i in range(nvalid):
+        m_out(times[i], Yout[i, :n], p, O[i])
+        if M > 0:
+            m_out_dy(times[i], Yout[i, :n], p, ody)
+            m_out_dp(times[i], Yout[i, :n], p, odp)
+            for o in range(N_OUTPUTS):
+                for k in range(M):
+                    off = n * (1 + k)
+                    acc = 0.0
+                    for j in range(n):
+                        acc += ody[o, j] * Yout[i, off + j]
+                    kk = sdir[k]
+                    if kk < N_PARAMS:
+                        acc += odp[o, kk]
+                    dO[i, o, k] = acc
+
+
+@njit(cache=True, error_model='numpy')
+def simulate_kernel(p, y0_override, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt,
+                    dose_state, rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist,
+                    fst):
+    """Initial vector, solve, outputs; nan rows after a failure."""
+    n = N_STATES
+    L = Yout.shape[1]
+    Y0 = np.zeros(L)
+    initial_vector(p, sdir, Y0)
+    # y0_override[i] = nan keeps the model's initial value; a given value does not depend on parameters
+    for i in range(n):
+        if not math.isnan(y0_override[i]):
+            Y0[i] = y0_override[i]
+            for k in range(sdir.shape[0]):
+                if sdir[k] < N_PARAMS:
+                    Y0[n * (1 + k) + i] = 0.0
+    Yout[:, :] = math.nan
+    solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
+              method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, ist, fst)
+    nvalid = 0
+    while nvalid < times.shape[0] and not math.isnan(Yout[nvalid, 0]):
+        nvalid += 1
+    O[:, :] = math.nan
+    dO[:, :, :] = math.nan
+    outputs_from_states(times, Yout, p, sdir, O, dO, nvalid)
+
+
+@njit(cache=True, parallel=True)
+def simulate_batch_kernel(P, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, n_doses,
+                          rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist, fst):
+    """simulate_kernel over rows of P (n_sets, np); dose arrays are (n_sets, max_doses) with n_doses[s] used."""
+    nsets = P.shape[0]
+    y0keep = np.empty(N_STATES)
+    y0keep[:] = math.nan
+    for s in prange(nsets):
+        nd = n_doses[s]
+        simulate_kernel(P[s], y0keep, sdir, times, t0, t_end, dose_time[s, :nd], dose_amt[s, :nd],
+                        dose_dur[s, :nd], dose_tgt[s, :nd], dose_state[s, :nd], rtol, atol, method, max_steps,
+                        ev_out, ev_level, ev_dir, ev_after, Yout[s], O[s], dO[s], ist[s], fst[s])

@@ -46,5 +46,7 @@ class SolverInputError(KineticsError, ValueError):
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    cands = list(candidates)
+    same_case = [c for c in cands if c.lower() == name.lower()]
+    close = same_case or difflib.get_close_matches(name, cands, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""

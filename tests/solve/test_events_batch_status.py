@@ -1,0 +1,142 @@
+"""Event location, batches with per-set status, solver failures, and bad arguments."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+import kinetics
+from tests.references import bateman
+
+DOSE = [kinetics.Dose(time=0.0, amount=320.0, target="depot")]
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rodas5p"])
+def test_crossing_time_matches_root_of_closed_form(oral, method):
+    """Time the Bateman curve falls through 2 mg/L after its peak; reference: brentq on the closed form."""
+    ref = scipy.optimize.brentq(lambda t: bateman(t, 320.0, 1.5, 2.75, 31.9) - 2.0, 3.0, 100.0, xtol=1e-14)
+    cr = oral.crossing_time("conc", 2.0, after=3.0, until=200.0, direction="down", doses=DOSE, rtol=1e-10,
+                            atol=1e-12, method=method)
+    assert cr.found and cr.success
+    assert cr.time == pytest.approx(ref, rel=1e-8)
+
+
+def test_upward_crossing_and_no_crossing(oral):
+    ref = scipy.optimize.brentq(lambda t: bateman(t, 320.0, 1.5, 2.75, 31.9) - 2.0, 1e-6, 2.0, xtol=1e-14)
+    up = oral.crossing_time("conc", 2.0, until=200.0, direction="up", doses=DOSE, rtol=1e-10, atol=1e-12)
+    assert up.time == pytest.approx(ref, rel=1e-8)
+    never = oral.crossing_time("conc", 50.0, until=200.0, doses=DOSE)
+    assert not never.found and math.isnan(never.time) and never.success
+
+
+def test_dose_that_jumps_over_level_counts_as_crossing(iv):
+    cr = iv.crossing_time("conc", 1.0, after=0.0, until=10.0, direction="up",
+                          doses=[kinetics.Dose(4.0, 100.0, "central")])
+    assert cr.found and cr.time == 4.0
+
+
+def test_batch_equals_individual_solves(oral):
+    rng = np.random.default_rng(1)
+    P = np.tile([1.5, 2.75, 31.9, 1.0], (6, 1)) * np.exp(0.3 * rng.standard_normal((6, 4)))
+    P[:, 3] = 1.0
+    t = np.linspace(0.5, 24, 12)
+    batch = oral.simulate_batch(t, params=P, doses=DOSE, rtol=1e-8, atol=1e-10)
+    assert batch.outputs.shape == (6, 12, 1) and batch.success.all()
+    for s in range(6):
+        single = oral.simulate(t, params=P[s], doses=DOSE, rtol=1e-8, atol=1e-10)
+        np.testing.assert_array_equal(batch.output("conc")[s], single.outputs["conc"])
+
+
+def test_batch_with_dict_params_and_per_set_doses(oral):
+    t = np.array([1.0, 4.0])
+    schedules = [[kinetics.Dose(0.0, 100.0, "depot")], [kinetics.Dose(0.0, 200.0, "depot")], []]
+    batch = oral.simulate_batch(t, params={"CL": [2.0, 2.0, 2.0]}, doses=schedules, rtol=1e-10, atol=1e-12)
+    conc = batch.output("conc")
+    np.testing.assert_allclose(conc[1], 2 * conc[0], rtol=1e-8)
+    assert np.all(conc[2] == 0.0)
+
+
+def test_batch_reports_failed_member_without_raising(blowup):
+    t = np.array([0.2, 0.4, 0.8])
+    batch = blowup.simulate_batch(t, params={"k": [0.1, 2.0, 0.5]})
+    assert list(batch.success) == [True, False, True]
+    assert batch.status[1] in (kinetics.SolveStatus.STEP_UNDERFLOW, kinetics.SolveStatus.NONFINITE,
+                               kinetics.SolveStatus.MAX_STEPS)
+    assert 0.4 < batch.t_fail[1] <= 0.5 + 1e-6  # blow-up at t = 1/k = 0.5
+    assert np.isnan(batch.outputs[1, 2, 0]) and np.isfinite(batch.outputs[1, 0, 0])
+    np.testing.assert_allclose(batch.outputs[0, :, 0], 1 / (1 - 0.1 * t), rtol=1e-5)
+
+
+def test_failed_solve_says_where_and_why(blowup):
+    sim = blowup.simulate([0.5, 2.0])
+    assert not sim.success
+    assert "t=" in sim.message and np.isnan(sim.states[-1, 0])
+    few = blowup.simulate([0.9], params={"k": 1.0}, max_steps=5)
+    assert few.status is kinetics.SolveStatus.MAX_STEPS and "max_steps (5)" in few.message
+
+
+def test_simulation_frame_and_readonly_arrays(oral):
+    sim = oral.simulate([1.0, 2.0], doses=DOSE)
+    df = sim.to_frame()
+    assert list(df.columns) == ["time", "depot", "central", "conc"]
+    with pytest.raises(ValueError):
+        sim.states[0, 0] = 1.0
+    assert "success" in sim.summary()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"doses": [kinetics.Dose(0.0, 1.0, "dept")]}, kinetics.DoseError, "did you mean 'depot'"),
+        ({"params": {"CL": float("nan")}}, kinetics.SolverInputError, "'CL' is not finite"),
+        ({"params": {"Cl": 1.0}}, kinetics.SolverInputError, "did you mean 'CL'"),
+        ({"rtol": -1.0}, kinetics.SolverInputError, "rtol"),
+        ({"atol": [1.0]}, kinetics.SolverInputError, "atol"),
+        ({"method": "rodas"}, kinetics.SolverInputError, "unknown method"),
+        ({"max_steps": 0}, kinetics.SolverInputError, "max_steps"),
+    ],
+    ids=["unknown-target", "nan-param", "unknown-param", "bad-rtol", "bad-atol", "bad-method", "bad-max-steps"],
+)
+def test_bad_arguments_get_clear_errors(oral, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        oral.simulate([1.0], **kwargs)
+
+
+@pytest.mark.parametrize(("times", "match"), [([2.0, 1.0], "sorted"), ([-1.0, 1.0], "negative"),
+                                               ([1.0, float("inf")], "finite")], ids=["unsorted", "negative", "inf"])
+def test_bad_times_get_clear_errors(oral, times, match):
+    with pytest.raises(kinetics.SolverInputError, match=match):
+        oral.simulate(times)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"time": -1.0}, "time must be >= 0"),
+                                                ({"amount": -5.0}, "amount must be >= 0"),
+                                                ({"amount": float("nan")}, "finite"),
+                                                ({"duration": -1.0}, "duration")],
+                         ids=["negative-time", "negative-amount", "nan-amount", "negative-duration"])
+def test_bad_doses_get_clear_errors(kwargs, match):
+    args = {"time": 0.0, "amount": 1.0, "target": "depot", **kwargs}
+    with pytest.raises(kinetics.DoseError, match=match):
+        kinetics.Dose(**args)
+
+
+def test_second_process_loads_compiled_model_from_disk_cache(oral, tmp_path):
+    """After one process compiled the model, a new process gets it from numba's cache (no recompilation)."""
+    oral.simulate([1.0], doses=DOSE)  # make sure this process compiled and cached it
+    code = (
+        "import kinetics\n"
+        "m = kinetics.load_model('oral_1cmt')\n"
+        "m.simulate([1.0], doses=[kinetics.Dose(0.0, 1.0, 'depot')])\n"
+        "st = m.kernels.simulate_kernel.stats\n"
+        "print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    hits, misses = (int(v) for v in out.stdout.split()[-2:])
+    assert hits >= 1 and misses == 0

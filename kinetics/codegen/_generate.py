@@ -103,10 +103,15 @@ def _conditions_at_tc(expr: sp.Expr) -> sp.Expr:
 
 
 def _emit(name: str, args: str, targets: Sequence[tuple[str, sp.Expr]], printer: _KernelPrinter,
-          zero: Sequence[str] = ()) -> str:
-    """One njit function: CSE temporaries, then assignments to non-zero targets."""
-    nonzero = [(lhs, e) for lhs, e in targets if not (e.is_number and e == 0)]
-    lines = [f"@njit(cache=True, fastmath=False, error_model='numpy')", f"def {name}({args}):"]
+          zero: Sequence[str] = (), inline: bool = False) -> str:
+    """One njit function: CSE temporaries, then assignments to the targets.
+
+    Zero targets are skipped when ``zero`` names arrays to clear first; otherwise
+    every target is written (so the output may be a longer array, e.g. ``Y[:n]``).
+    """
+    nonzero = [(lhs, e) for lhs, e in targets if not (zero and e.is_number and e == 0)]
+    deco = "@njit(inline='always', error_model='numpy')" if inline else "@njit(cache=True, error_model='numpy')"
+    lines = [deco, f"def {name}({args}):"]
     for arr in zero:
         lines.append(f"    {arr}[...] = 0.0")
     if nonzero:
@@ -149,10 +154,10 @@ def generate_model_source(model: Model) -> str:
 
     rhs_args = "t, tc, y, p, out"
     parts = [
-        _emit("m_rhs", rhs_args, [(f"out[{i}]", e) for i, e in enumerate(f)], pr, zero=["out"]),
+        _emit("m_rhs", rhs_args, [(f"out[{i}]", e) for i, e in enumerate(f)], pr, inline=True),
         _emit("m_jac", rhs_args, [(f"out[{i}, {j}]", jac[i][j]) for i in range(n) for j in range(n)], pr,
               zero=["out"]),
-        _emit("m_dfdt", rhs_args, [(f"out[{i}]", sp.diff(fi, TIME)) for i, fi in enumerate(f)], pr, zero=["out"]),
+        _emit("m_dfdt", rhs_args, [(f"out[{i}]", sp.diff(fi, TIME)) for i, fi in enumerate(f)], pr),
         _emit("m_dfdp", rhs_args, [(f"out[{i}, {k}]", dfdp[i][k]) for i in range(n) for k in range(npar)], pr,
               zero=["out"]),
         _emit("m_hess_s", "t, tc, y, p, s, out", [(f"out[{i}, {j}]", hess_s[i][j]) for i in range(n)
@@ -162,7 +167,7 @@ def generate_model_source(model: Model) -> str:
                                       for j in range(n)], pr, zero=["out"]),
         _emit("m_dfdp_dt", rhs_args, [(f"out[{i}, {k}]", sp.diff(dfdp[i][k], TIME)) for i in range(n)
                                       for k in range(npar)], pr, zero=["out"]),
-        _emit("m_init", "p, out", [(f"out[{i}]", e) for i, e in enumerate(init)], pr, zero=["out"]),
+        _emit("m_init", "p, out", [(f"out[{i}]", e) for i, e in enumerate(init)], pr),
         _emit("m_init_dp", "p, out", [(f"out[{i}, {k}]", sp.diff(e, pk)) for i, e in enumerate(init)
                                       for k, pk in enumerate(ps)], pr, zero=["out"]),
         _emit("m_out", "t, y, p, out", [(f"out[{i}]", e) for i, e in enumerate(outs)], pr, zero=["out"]),

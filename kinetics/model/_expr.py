@@ -62,6 +62,13 @@ _BINOPS = {ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.BitXor}
 _CMPOPS = {ast.Lt: sp.Lt, ast.LtE: sp.Le, ast.Gt: sp.Gt, ast.GtE: sp.Ge, ast.Eq: sp.Eq, ast.NotEq: sp.Ne}
 
 
+def _fits_double(num: sp.Expr) -> bool:
+    try:
+        return math.isfinite(float(num))
+    except (OverflowError, TypeError, ValueError, ArithmeticError):  # huge Integer, complex, ...
+        return False
+
+
 class _Builder:
     """Walks a whitelisted Python syntax tree and builds sympy objects."""
 
@@ -88,12 +95,12 @@ class _Builder:
             operand = self.value(node.operand, d)
             return -operand if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return self._binop(node, self.value(node.left, d), self.value(node.right, d))
+            return self._finite(node, self._binop(node, self.value(node.left, d), self.value(node.right, d)))
         if isinstance(node, ast.IfExp):
             return self._piecewise(node, [(self.value(node.body, d), self.condition(node.test, d)),
                                           (self.value(node.orelse, d), sp.true)])
         if isinstance(node, ast.Call):
-            return self._call(node, d)
+            return self._finite(node, self._call(node, d))
         if isinstance(node, (ast.Compare, ast.BoolOp)) or (
             isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)
         ):
@@ -126,6 +133,24 @@ class _Builder:
         raise self.fail(node, "expected a condition (a comparison such as 't < Tmax')")
 
     # -- pieces ------------------------------------------------------------
+    def _finite(self, node: ast.AST, r: sp.Expr) -> sp.Expr:
+        """Reject a constant sub-expression that is not a finite float64 (checked at every node).
+
+        Keeping every constant within float64 range also bounds the work sympy does
+        when it later compares or combines constants: ``sin(exp(exp(100))) + 1``
+        would otherwise make sympy evaluate sin of a 10**43-digit number (a hang).
+        """
+        if not r.is_number:
+            return r
+        try:
+            f = float(r)
+        except (TypeError, ValueError, OverflowError, ArithmeticError):
+            raise self.fail(node, f"constant '{ast.unparse(node)[:40]}' is not a finite real number") from None
+        if not math.isfinite(f):
+            raise self.fail(node, f"constant '{ast.unparse(node)[:40]}' is not a finite real number "
+                                  "(overflows double precision)")
+        return r
+
     def _number(self, node: ast.Constant) -> sp.Expr:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -159,7 +184,7 @@ class _Builder:
         if op is ast.Mult:
             return a * b
         if op is ast.Div:
-            if b.is_number and b == 0:
+            if b.is_number and (b.is_zero or float(b) == 0.0):  # Float(0.0) == 0 is False in sympy
                 raise self.fail(node, "division by zero")
             return a / b
         # Pow (** or ^): fold numeric powers in floating point so that a literal
@@ -268,8 +293,13 @@ def parse_expression(text: object, symbols: Mapping[str, sp.Symbol], where: str)
     builder = _Builder(text, symbols, where)
     try:
         expr = builder.value(tree.body)
+    except ExpressionError:
+        raise
     except RecursionError:
         raise ExpressionError(f"{where}: expression {text[:60]!r}... is too deeply nested") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        # sympy refuses some constructs (e.g. comparing with a complex number); report, never leak.
+        raise ExpressionError(f"{where}: expression {text[:60]!r} cannot be built: {exc}") from None
     bad = expr.atoms(sp.core.numbers.ComplexInfinity, sp.core.numbers.NaN, sp.core.numbers.Infinity,
                      sp.core.numbers.NegativeInfinity)
     if bad:
@@ -277,4 +307,14 @@ def parse_expression(text: object, symbols: Mapping[str, sp.Symbol], where: str)
                               f"({', '.join(map(str, bad))}), e.g. from log(0) or 0/0")
     if expr.has(sp.I):
         raise ExpressionError(f"{where}: expression {text!r} has a complex constant (e.g. sqrt of a negative number)")
+    # sympy merges numeric factors of symbolic terms (x*1e308*1e308 -> 1.0e+616*x,
+    # exp(x)*exp(700)*exp(700) -> exp(1400)*exp(x)) and powers ((x**1000)**1000 -> x**1000000),
+    # so the per-node checks are repeated on the result.
+    for num in expr.atoms(sp.Number, sp.Function):
+        if num.is_number and not _fits_double(num):
+            raise ExpressionError(f"{where}: expression {text!r} has a constant that overflows double "
+                                  f"precision ({str(num)[:30]})")
+    for pw in expr.atoms(sp.Pow):
+        if pw.exp.is_Number and (not _fits_double(pw.exp) or abs(float(pw.exp)) > 1e3):
+            raise ExpressionError(f"{where}: expression {text!r} has an exponent larger than 1000 in magnitude")
     return expr

@@ -16,7 +16,7 @@ import sympy as sp
 
 from kinetics.errors import ModelError, ModelFileError, did_you_mean
 from kinetics.model._expr import parse_expression
-from kinetics.model._model import TIME, DoseTarget, Model, Output, Parameter, State
+from kinetics.model._model import TIME, DoseTarget, Model, Output, Parameter, State, _check_name
 
 __all__ = ["read_model_file", "parse_model_text", "MAX_MODEL_FILE_BYTES"]
 
@@ -43,8 +43,8 @@ def read_model_file(path: str | Path) -> Model:
     p = Path(path)
     try:
         size = p.stat().st_size
-    except OSError as exc:
-        raise ModelFileError(f"{p}: cannot read model file ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ModelFileError(f"{p}: cannot read model file ({getattr(exc, 'strerror', None) or exc})") from None
     if size > MAX_MODEL_FILE_BYTES:
         raise ModelFileError(f"{p}: model file is {size} bytes (at most {MAX_MODEL_FILE_BYTES})")
     try:
@@ -62,6 +62,8 @@ def parse_model_text(text: str, source: str = "<string>") -> Model:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ModelFileError(f"{source}: TOML syntax error: {exc}") from None
+    except ValueError as exc:  # e.g. an integer over 4300 digits (Python's int-to-str limit)
+        raise ModelFileError(f"{source}: TOML value cannot be read: {exc}") from None
     except RecursionError:
         raise ModelFileError(f"{source}: TOML nested too deeply") from None
     try:
@@ -78,12 +80,19 @@ def _model_from_doc(doc: Mapping[str, object], src: str) -> Model:
     pars_tbl = _table(doc, "parameters", src)
     states_tbl = _table(doc, "states", src, required=True)
     odes_tbl = _table(doc, "odes", src, required=True)
+    outputs_tbl = _table(doc, "outputs", src)
+    doses_tbl = _table(doc, "doses", src)
+    for key, kind, tbl in (("parameters", "parameter", pars_tbl), ("states", "state", states_tbl),
+                           ("outputs", "output", outputs_tbl), ("doses", "dose", doses_tbl)):
+        for n in tbl:
+            _check_name(kind, n, f"{src}: [{key}] {n}")
 
     parameters = tuple(_parameter(n, v, src) for n, v in pars_tbl.items())
     par_syms = {p.name: p.symbol for p in parameters}
     dup = set(par_syms) & set(states_tbl)
     if dup:
-        raise ModelFileError(f"{src}: duplicate name '{sorted(dup)[0]}' (used as parameter and as state)")
+        n = sorted(dup)[0]
+        raise ModelFileError(f"{src}: [states] {n}: duplicate name '{n}' (used as parameter and as state)")
     st_syms = {n: sp.Symbol(n, real=True) for n in states_tbl}
     all_syms = {**par_syms, **st_syms, "t": TIME}
 
@@ -96,8 +105,8 @@ def _model_from_doc(doc: Mapping[str, object], src: str) -> Model:
 
     states = tuple(_state(n, v, par_syms, src) for n, v in states_tbl.items())
     odes = tuple(parse_expression(odes_tbl[n], all_syms, f"{src}: [odes] {n}") for n in states_tbl)
-    outputs = tuple(_output(n, v, all_syms, src) for n, v in _table(doc, "outputs", src).items())
-    doses = tuple(_dose(n, v, par_syms, src) for n, v in _table(doc, "doses", src).items())
+    outputs = tuple(_output(n, v, all_syms, src) for n, v in outputs_tbl.items())
+    doses = tuple(_dose(n, v, par_syms, src) for n, v in doses_tbl.items())
     switches = doc.get("switches", [])
     if not isinstance(switches, list):
         raise ModelFileError(f"{src}: 'switches' must be a list of expressions, e.g. switches = [\"Tmax\"]")
@@ -161,7 +170,11 @@ def _entry(v: object, src: str, where: str, allowed: set[str], short_key: str | 
 def _number(v: object, src: str, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ModelFileError(f"{src}: {where} must be a number, got {v!r}")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # TOML integers are unbounded in tomllib
+        raise ModelFileError(f"{src}: {where} must be a finite number, got an integer of "
+                             f"{v.bit_length()} bits (beyond double precision)") from None
 
 
 def _parameter(name: str, v: object, src: str) -> Parameter:
@@ -178,14 +191,12 @@ def _parameter(name: str, v: object, src: str) -> Parameter:
         raise ModelFileError(f"{src}: {where}: bounds [{lower}, {upper}] are not an interval")
     if not lower <= value <= upper:
         raise ModelFileError(f"{src}: {where}: value {value!r} is outside its bounds [{lower}, {upper}]")
-    src_text = e.get("source", "")
-    conf = e.get("confidence", "")
+    conf = _string(e.get("confidence"), src, f"{where}.confidence")  # type-checked even if falsy
     return Parameter(
         name=name, value=value, lower=lower, upper=upper,
         unit=_string(e.get("unit"), src, f"{where}.unit"),
         description=_string(e.get("description"), src, f"{where}.description"),
-        source=_string(src_text, src, f"{where}.source")
-        + (f" [confidence: {_string(conf, src, f'{where}.confidence')}]" if conf else ""),
+        source=_string(e.get("source"), src, f"{where}.source") + (f" [confidence: {conf}]" if conf else ""),
     )
 
 

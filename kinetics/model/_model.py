@@ -240,24 +240,38 @@ def _implied_switches(m: Model) -> tuple[sp.Expr, ...]:
         for rel in ode.atoms(sp.core.relational.Relational):
             if TIME not in rel.free_symbols:
                 continue
-            diff = sp.expand(rel.lhs - rel.rhs)
-            coeff = diff.coeff(TIME, 1)
-            rest = sp.simplify(diff - coeff * TIME)
-            ok = (coeff.is_number and coeff != 0 and TIME not in rest.free_symbols
+            # lhs - rhs must be c*t + rest, c a nonzero constant, rest free of t and states.
+            # Read off with a derivative, not expand/simplify, which blow up on inputs such
+            # as 't < (a+b+c)**60' (a model file may come from a stranger).
+            diff = rel.lhs - rel.rhs
+            coeff = sp.diff(diff, TIME)
+            rest = diff - coeff * TIME
+            ok = (coeff.is_number and not coeff.is_zero and TIME not in rest.free_symbols
                   and rest.free_symbols <= pars)
             if not ok:
                 raise ModelError(f"{m.source}: [odes] {s.name}: condition '{rel}' must compare t with an "
                                  "expression of parameters only (it becomes a switch time where the "
                                  "solver restarts); state-dependent conditions must not involve t")
-            found.append(sp.nsimplify(-rest / coeff) if rest.is_number else -rest / coeff)
+            # No nsimplify: it would move 't < 1.4142135623731' to sqrt(2), off the real jump.
+            found.append(-rest / coeff)
     return tuple(found)
 
 
+def _same_expr(a: sp.Expr, b: sp.Expr) -> bool:
+    if a == b:
+        return True
+    if a.free_symbols != b.free_symbols:
+        return False
+    d = a - b  # cheap: catches 0.3 vs 3/10 and 1.0*Tmax vs Tmax without simplify
+    return d == 0 or (d.is_Number and bool(d.is_zero))
+
+
 def _unique_exprs(exprs: tuple[sp.Expr, ...]) -> tuple[sp.Expr, ...]:
+    # No sympy.simplify here: it is slow per pair, and pairs are quadratic in the number of switches.
     out: list[sp.Expr] = []
     for e in exprs:
         e = sp.sympify(e)
-        if not any(sp.simplify(e - o) == 0 for o in out):
+        if not any(_same_expr(e, o) for o in out):
             out.append(e)
     return tuple(out)
 

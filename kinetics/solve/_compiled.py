@@ -213,14 +213,15 @@ class CompiledModel:
         return names, np.array(idx, dtype=np.int64)
 
     # -- solving -----------------------------------------------------------------
-    def _run(self, times: np.ndarray, p: np.ndarray, doses: Sequence[Dose] | None, sdir: np.ndarray,
+    def _run(self, times: np.ndarray, p: np.ndarray, doses: Sequence[Dose] | None, sdir: np.ndarray | None,
              rtol: float, atol: float | Sequence[float], method: str, max_steps: int, t0: float,
              initial_states: Mapping[str, float] | None, event: tuple[int, float, int, float, float] | None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
         d = self._dose_arrays(doses, t0)
         y0 = self._initial_override(initial_states)
-        n, no, M = len(self.state_names), len(self.output_names), len(sdir)
+        n, no = len(self.state_names), len(self.output_names)
+        M = 0 if sdir is None else len(sdir)
         ev_out, ev_level, ev_dir, ev_after, until = event if event else (-1, 0.0, 0, 0.0, 0.0)
         t_end = max(float(times[-1]) if times.size else t0, until, t0)
         Yout = np.empty((times.size, n * (1 + M)))
@@ -228,7 +229,10 @@ class CompiledModel:
         dO = np.empty((times.size, max(no, 1), M))
         ist = np.zeros(8, dtype=np.int64)
         fst = np.zeros(4)
-        self.kernels.simulate_kernel(p, y0, sdir, times, float(t0), t_end, *d, r, a, mcode, ms, ev_out, ev_level,
+        sens = None if sdir is None else (
+            sdir, np.zeros((n, len(p))), np.empty((n, n)), np.empty((n, len(p))), np.zeros((M, n, n)),
+            np.empty((len(p), n, n)), np.empty((n, n)), np.empty((n, len(p))))
+        self.kernels.simulate_kernel(p, y0, sens, times, float(t0), t_end, *d, r, a, mcode, ms, ev_out, ev_level,
                                      ev_dir, ev_after, Yout, O, dO, ist, fst)
         return Yout, O, dO, ist, fst
 
@@ -275,8 +279,7 @@ class CompiledModel:
         """
         t = self._times(times, t0)
         p = self.parameter_vector(params)
-        Yout, O, _, ist, fst = self._run(t, p, doses, np.zeros(0, dtype=np.int64), rtol, atol, method, max_steps,
-                                         t0, initial_states, None)
+        Yout, O, _, ist, fst = self._run(t, p, doses, None, rtol, atol, method, max_steps, t0, initial_states, None)
         return self._simulation(t, Yout, O, ist, fst, max_steps, method)
 
     def sensitivities(self, times: Sequence[float] | np.ndarray,
@@ -322,8 +325,8 @@ class CompiledModel:
             raise SolverInputError(f"need t0 <= after < until, got t0={t0}, after={after}, until={until}")
         p = self.parameter_vector(params)
         event = (self.output_names.index(output), float(level), _DIRECTIONS[direction], float(after), float(until))
-        _, _, _, ist, fst = self._run(np.zeros(0), p, doses, np.zeros(0, dtype=np.int64), rtol, atol, method,
-                                      max_steps, t0, initial_states, event)
+        _, _, _, ist, fst = self._run(np.zeros(0), p, doses, None, rtol, atol, method, max_steps, t0, initial_states,
+                                      event)
         status = SolveStatus(int(ist[5]))
         return Crossing(output=output, level=float(level), time=float(fst[2]), found=bool(ist[7]), status=status,
                         message=status_message(status, float(fst[0]), max_steps, self.model.time_unit))
@@ -370,7 +373,7 @@ class CompiledModel:
         ist = np.zeros((ns, 8), dtype=np.int64)
         fst = np.zeros((ns, 4))
         t_end = max(float(t[-1]) if t.size else t0, t0)
-        self.kernels.simulate_batch_kernel(P, np.zeros(0, dtype=np.int64), t, float(t0), t_end, stack(0, float),
+        self.kernels.simulate_batch_kernel(P, t, float(t0), t_end, stack(0, float),
                                            stack(1, float), stack(2, float), stack(3, np.int64), stack(4, np.int64),
                                            nd, r, a, mcode, ms, -1, 0.0, 0, 0.0, Yout, O, dO, ist, fst)
         status = ist[:, 5].copy()

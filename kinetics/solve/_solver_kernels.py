@@ -18,7 +18,7 @@ Methods
 Array layouts (numba ignores type hints)
 ----------------------------------------
 n = N_STATES, np = N_PARAMS, M = number of sensitivity directions, L = n*(1+M).
-The integrated vector ``Y[L]`` is the state ``y = Y[:n]`` followed by the
+The integrated vector ``Y[L]`` is the state ``y = Y`` followed by the
 sensitivities ``s_k = Y[n*(1+k): n*(2+k)] = dy/d(theta_k)``; direction ``k`` is
 parameter ``sdir[k]`` if ``sdir[k] < np``, else the initial value of state
 ``sdir[k] - np``. Doses: ``dose_time[nd]`` (time unit of the model),
@@ -115,82 +115,87 @@ def lu_factor(a, piv):
 
 
 @njit(cache=True, error_model='numpy')
-def lu_solve(lu, piv, b):
-    """Solve in place with the factors of :func:`lu_factor`."""
+def lu_solve(lu, piv, b, off):
+    """Solve in place for b[off:off+n] with the factors of :func:`lu_factor`."""
     n = lu.shape[0]
     for k in range(n):
         p = piv[k]
         if p != k:
-            tmp = b[k]
-            b[k] = b[p]
-            b[p] = tmp
+            tmp = b[off + k]
+            b[off + k] = b[off + p]
+            b[off + p] = tmp
     for i in range(n):
-        s = b[i]
+        s = b[off + i]
         for j in range(i):
-            s -= lu[i, j] * b[j]
-        b[i] = s
+            s -= lu[i, j] * b[off + j]
+        b[off + i] = s
     for i in range(n - 1, -1, -1):
-        s = b[i]
+        s = b[off + i]
         for j in range(i + 1, n):
-            s -= lu[i, j] * b[j]
-        b[i] = s / lu[i, i]
+            s -= lu[i, j] * b[off + j]
+        b[off + i] = s / lu[i, i]
 
 
 # --- the integrated system: states plus optional sensitivities -----------------
+# ``sens`` is None for a plain solve -- numba then compiles a specialisation with
+# every sensitivity branch removed (an untaken branch holding calls still costs
+# ~70 ns per rhs evaluation) -- or the tuple
+# (sdir[M], rate_dp[n, np], jw[n, n], fpw[n, np], ablk[M, n, n], bw[np, n, n], jtw[n, n], fptw[n, np]).
 @njit(cache=True, error_model='numpy')
-def sys_rhs(t, tc, Y, p, sdir, rate, rate_dp, out, jw, fpw):
-    """out = dY/dt. jw (n,n) and fpw (n,np) are work arrays."""
+def sens_rhs(t, tc, Y, p, sens, out):
+    """out[n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
     n = N_STATES
-    m_rhs(t, tc, Y[:n], p, out[:n])
-    for i in range(n):
-        out[i] += rate[i]
-    M = sdir.shape[0]
-    if M > 0:
-        m_jac(t, tc, Y[:n], p, jw)
-        m_dfdp(t, tc, Y[:n], p, fpw)
-        for k in range(M):
-            off = n * (1 + k)
-            kk = sdir[k]
-            for i in range(n):
-                acc = 0.0
-                for j in range(n):
-                    acc += jw[i, j] * Y[off + j]
-                if kk < N_PARAMS:
-                    acc += fpw[i, kk] + rate_dp[i, kk]
-                out[off + i] = acc
-
-
-@njit(cache=True, error_model='numpy')
-def sys_jac(t, tc, Y, p, sdir, jw, ablk, bw):
-    """jw = df/dy; ablk[k] = d(J s_k + df/dp_k)/dy (sub-diagonal blocks). bw (np,n,n) work."""
-    n = N_STATES
-    m_jac(t, tc, Y[:n], p, jw)
-    M = sdir.shape[0]
-    if M > 0:
-        m_dfdp_dy(t, tc, Y[:n], p, bw)
-        for k in range(M):
-            off = n * (1 + k)
-            m_hess_s(t, tc, Y[:n], p, Y[off:off + n], ablk[k])
-            kk = sdir[k]
+    sdir, rate_dp, jw, fpw = sens[0], sens[1], sens[2], sens[3]
+    m_jac(t, tc, Y, p, jw)
+    m_dfdp(t, tc, Y, p, fpw)
+    for k in range(sdir.shape[0]):
+        off = n * (1 + k)
+        kk = sdir[k]
+        for i in range(n):
+            acc = 0.0
+            for j in range(n):
+                acc += jw[i, j] * Y[off + j]
             if kk < N_PARAMS:
-                for i in range(n):
-                    for j in range(n):
-                        ablk[k, i, j] += bw[kk, i, j]
+                acc += fpw[i, kk] + rate_dp[i, kk]
+            out[off + i] = acc
+
+
+@njit(inline='always', error_model='numpy')
+def sys_rhs(t, tc, Y, p, rate, out, sens):
+    """out = dY/dt; rate[n] is the infusion input."""
+    m_rhs(t, tc, Y, p, out)  # writes out[:n]
+    for i in range(N_STATES):
+        out[i] += rate[i]
+    if sens is not None:
+        sens_rhs(t, tc, Y, p, sens, out)
 
 
 @njit(cache=True, error_model='numpy')
-def sys_dfdt(t, tc, Y, p, sdir, out, jtw, fptw):
-    """out = dF/dt of the integrated system (zero for autonomous models)."""
+def sens_jac(t, tc, Y, p, sens):
+    """ablk[k] = d(J s_k + df/dp_k)/dy, the sub-diagonal blocks of the augmented Jacobian."""
     n = N_STATES
-    if AUTONOMOUS:
-        out[:] = 0.0
-        return
-    m_dfdt(t, tc, Y[:n], p, out[:n])
-    M = sdir.shape[0]
-    if M > 0:
-        m_djac_dt(t, tc, Y[:n], p, jtw)
-        m_dfdp_dt(t, tc, Y[:n], p, fptw)
-        for k in range(M):
+    sdir, ablk, bw = sens[0], sens[4], sens[5]
+    m_dfdp_dy(t, tc, Y, p, bw)
+    for k in range(sdir.shape[0]):
+        off = n * (1 + k)
+        m_hess_s(t, tc, Y, p, Y[off:off + n], ablk[k])
+        kk = sdir[k]
+        if kk < N_PARAMS:
+            for i in range(n):
+                for j in range(n):
+                    ablk[k, i, j] += bw[kk, i, j]
+
+
+@njit(cache=True, error_model='numpy')
+def sys_dfdt(t, tc, Y, p, out, sens):
+    """out = dF/dt of the integrated system (only called for non-autonomous models)."""
+    n = N_STATES
+    m_dfdt(t, tc, Y, p, out)
+    if sens is not None:
+        sdir, jtw, fptw = sens[0], sens[6], sens[7]
+        m_djac_dt(t, tc, Y, p, jtw)
+        m_dfdp_dt(t, tc, Y, p, fptw)
+        for k in range(sdir.shape[0]):
             off = n * (1 + k)
             kk = sdir[k]
             for i in range(n):
@@ -203,19 +208,26 @@ def sys_dfdt(t, tc, Y, p, sdir, out, jtw, fptw):
 
 
 @njit(cache=True, error_model='numpy')
-def sys_solve(lu, piv, ablk, b):
-    """Solve (I/(h gamma) - J_aug) x = b in place; J_aug is block lower triangular."""
+def sens_solve(lu, piv, b, sens):
+    """Forward substitution for the sensitivity blocks (block lower-triangular W_aug)."""
     n = N_STATES
-    lu_solve(lu, piv, b[:n])
-    M = ablk.shape[0]
-    for k in range(M):
+    ablk = sens[4]
+    for k in range(ablk.shape[0]):
         off = n * (1 + k)
         for i in range(n):
             acc = 0.0
             for j in range(n):
                 acc += ablk[k, i, j] * b[j]
             b[off + i] += acc
-        lu_solve(lu, piv, b[off:off + n])
+        lu_solve(lu, piv, b, off)
+
+
+@njit(inline='always', error_model='numpy')
+def sys_solve(lu, piv, b, sens):
+    """Solve (I/(h gamma) - J_aug) x = b in place."""
+    lu_solve(lu, piv, b, 0)
+    if sens is not None:
+        sens_solve(lu, piv, b, sens)
 
 
 @njit(cache=True, error_model='numpy')
@@ -224,18 +236,20 @@ def err_norm(err, y0, y1, rtol, atol):
     L = err.shape[0]
     n = atol.shape[0]
     acc = 0.0
-    for i in range(L):
-        sc = atol[i % n] + rtol * max(abs(y0[i]), abs(y1[i]))
-        v = err[i] / sc
-        acc += v * v
+    for b in range(L // n):
+        for j in range(n):
+            i = b * n + j
+            sc = atol[j] + rtol * max(abs(y0[i]), abs(y1[i]))
+            v = err[i] / sc
+            acc += v * v
     return math.sqrt(acc / L)
 
 
 @njit(cache=True, error_model='numpy')
-def initial_step(t, tc, Y, p, sdir, rate, rate_dp, f0, y1, f1, jw, fpw, rtol, atol, hmax, ist):
+def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
     """Hairer's starting step-size heuristic (Solving ODEs I, II.4)."""
     L = Y.shape[0]
-    sys_rhs(t, tc, Y, p, sdir, rate, rate_dp, f0, jw, fpw)
+    sys_rhs(t, tc, Y, p, rate, f0, sens)
     ist[2] += 1
     n = atol.shape[0]
     d0 = 0.0
@@ -253,7 +267,7 @@ def initial_step(t, tc, Y, p, sdir, rate, rate_dp, f0, y1, f1, jw, fpw, rtol, at
     h0 = min(h0, hmax)
     for i in range(L):
         y1[i] = Y[i] + h0 * f0[i]
-    sys_rhs(t + h0, tc, y1, p, sdir, rate, rate_dp, f1, jw, fpw)
+    sys_rhs(t + h0, tc, y1, p, rate, f1, sens)
     ist[2] += 1
     d2 = 0.0
     for i in range(L):
@@ -272,7 +286,7 @@ def initial_step(t, tc, Y, p, sdir, rate, rate_dp, f0, y1, f1, jw, fpw, rtol, at
 
 # --- one step of each method --------------------------------------------------------
 @njit(cache=True, error_model='numpy')
-def dopri_step(t, tc, h, Y, p, sdir, rate, rate_dp, K, ynew, ystage, jw, fpw):
+def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, sens):
     """One DP5 step; K[0] must hold f(t, Y) on entry; K[6] = f(t+h, ynew) on exit.
 
     Returns the stiffness estimate h*|lambda| (Hairer's dopri5 test)."""
@@ -286,9 +300,9 @@ def dopri_step(t, tc, h, Y, p, sdir, rate, rate_dp, K, ynew, ystage, jw, fpw):
         if s == 6:
             for i in range(L):
                 ynew[i] = ystage[i]
-            sys_rhs(t + h, tc, ynew, p, sdir, rate, rate_dp, K[6], jw, fpw)
+            sys_rhs(t + h, tc, ynew, p, rate, K[6], sens)
         else:
-            sys_rhs(t + DP_C[s] * h, tc, ystage, p, sdir, rate, rate_dp, K[s], jw, fpw)
+            sys_rhs(t + DP_C[s] * h, tc, ystage, p, rate, K[s], sens)
     # stiffness test: ||k7 - k6|| / ||y7 - y6|| with y6 the stage-6 argument
     num = 0.0
     den = 0.0
@@ -328,14 +342,16 @@ def dopri_dense(theta, h, Y0, K, out, lo, hi):
 
 
 @njit(cache=True, error_model='numpy')
-def rodas_step(t, tc, h, Y, p, sdir, rate, rate_dp, Kr, ynew, u, fw, dT, jw, ablk, wmat, piv, fpw, bw,
-               jtw, fptw, ist):
+def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, fw, dT, jw, wmat, piv, ist, sens):
     """One Rodas5P step (stages in Kr[s]); returns False if the W matrix is singular."""
     n = N_STATES
     L = Y.shape[0]
-    sys_jac(t, tc, Y, p, sdir, jw, ablk, bw)
+    m_jac(t, tc, Y, p, jw)
+    if sens is not None:
+        sens_jac(t, tc, Y, p, sens)
     ist[3] += 1
-    sys_dfdt(t, tc, Y, p, sdir, dT, jtw, fptw)
+    if not AUTONOMOUS:
+        sys_dfdt(t, tc, Y, p, dT, sens)
     inv_hg = 1.0 / (h * R_GAMMA)
     for i in range(n):
         for j in range(n):
@@ -350,15 +366,17 @@ def rodas_step(t, tc, h, Y, p, sdir, rate, rate_dp, Kr, ynew, u, fw, dT, jw, abl
             for j in range(s):
                 acc += R_A[s, j] * Kr[j, i]
             u[i] = Y[i] + acc
-        sys_rhs(t + R_CN[s] * h, tc, u, p, sdir, rate, rate_dp, fw, jw, fpw)
+        sys_rhs(t + R_CN[s] * h, tc, u, p, rate, fw, sens)
         ist[2] += 1
         dh = R_D[s] * h
         for i in range(L):
             acc = 0.0
             for j in range(s):
                 acc += R_C[s, j] * Kr[j, i]
-            Kr[s, i] = fw[i] + acc / h + dh * dT[i]
-        sys_solve(wmat, piv, ablk, Kr[s])
+            Kr[s, i] = fw[i] + acc / h
+            if not AUTONOMOUS:
+                Kr[s, i] += dh * dT[i]
+        sys_solve(wmat, piv, Kr[s], sens)
     for i in range(L):
         ynew[i] = u[i] + Kr[RS - 1, i]
     return True
@@ -388,7 +406,7 @@ def dense_eval(method, theta, h, Y0, Y1, K, Kr, out, lo, hi):
 
 @njit(cache=True, error_model='numpy')
 def event_value(t, Yv, p, ev_out, ev_level, obuf):
-    m_out(t, Yv[:N_STATES], p, obuf)
+    m_out(t, Yv, p, obuf)
     return obuf[ev_out] - ev_level
 
 
@@ -431,9 +449,8 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
 
 # --- integrate one segment without discontinuities -------------------------------------
 @njit(cache=True, error_model='numpy')
-def integrate_segment(ta, tb, tc, Y, p, sdir, rate, rate_dp, h, rtol, atol, max_steps, times, io, Yout,
-                      ev_out, ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT, jw, ablk, wmat,
-                      piv, fpw, bw, jtw, fptw, ybuf, obuf, ist, fst):
+def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out, ev_level, ev_dir,
+                      ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
     """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
 
     ``ev_g[0]`` carries the event function's last value (nan before ``ev_after``).
@@ -467,8 +484,7 @@ def integrate_segment(ta, tb, tc, Y, p, sdir, rate, rate_dp, h, rtol, atol, max_
             hs = h
         method = ist[6]
         if method == METHOD_RODAS5P:
-            ok = rodas_step(t, tc, hs, Y, p, sdir, rate, rate_dp, Kr, ynew, u, fw, dT, jw, ablk, wmat, piv,
-                            fpw, bw, jtw, fptw, ist)
+            ok = rodas_step(t, tc, hs, Y, p, rate, Kr, ynew, u, fw, dT, jw, wmat, piv, ist, sens)
             if not ok:
                 err = math.inf
             else:
@@ -478,10 +494,10 @@ def integrate_segment(ta, tb, tc, Y, p, sdir, rate, rate_dp, h, rtol, atol, max_
             expo = 0.2
         else:
             if not fsal:
-                sys_rhs(t, tc, Y, p, sdir, rate, rate_dp, K[0], jw, fpw)
+                sys_rhs(t, tc, Y, p, rate, K[0], sens)
                 ist[2] += 1
                 fsal = True
-            hlamb = dopri_step(t, tc, hs, Y, p, sdir, rate, rate_dp, K, ynew, u, jw, fpw)
+            hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, sens)
             ist[2] += 6
             dopri_error(hs, K, yerr)
             err = err_norm(yerr, Y, ynew, rtol, atol)
@@ -598,17 +614,59 @@ def sort_unique(a, n):
 
 
 @njit(cache=True, error_model='numpy')
-def solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
+def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, sw_dp, scale_dp, dose_time, dose_amt, dose_dur,
+                       dose_tgt, dose_state, tb, fminus, fplus, sens):
+    """At a segment start: sensitivity jumps at parameter-dependent switches, and d(infusion rate)/dp.
+
+    The jump is s+ = s- + (f- - f+) d(tau)/dp, with f evaluated on each side of the switch tau.
+    """
+    if sens is None:
+        return
+    n = N_STATES
+    sdir, rate_dp = sens[0], sens[1]
+    if b > 0:
+        for w in range(N_SWITCHES):
+            if sw[w] == ta:
+                sys_rhs(ta, tc_prev, Y, p, rate_prev, fminus, None)
+                sys_rhs(ta, tc, Y, p, rate, fplus, None)
+                for k in range(sdir.shape[0]):
+                    kk = sdir[k]
+                    if kk < N_PARAMS and sw_dp[w, kk] != 0.0:
+                        off = n * (1 + k)
+                        for i in range(n):
+                            Y[off + i] += (fminus[i] - fplus[i]) * sw_dp[w, kk]
+    rate_dp[:, :] = 0.0
+    for d in range(dose_time.shape[0]):
+        if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
+            for k in range(N_PARAMS):
+                rate_dp[dose_state[d], k] += dose_amt[d] * scale_dp[dose_tgt[d], k] / dose_dur[d]
+
+
+@njit(cache=True, error_model='numpy')
+def sens_bolus(Y, amount, state, scale_dp_row, sens):
+    """Sensitivity jump of a bolus: d(amount * scale)/dp for parameter directions."""
+    if sens is None:
+        return
+    n = N_STATES
+    sdir = sens[0]
+    for k in range(sdir.shape[0]):
+        kk = sdir[k]
+        if kk < N_PARAMS:
+            Y[n * (1 + k) + state] += amount * scale_dp_row[kk]
+
+
+@njit(cache=True, error_model='numpy')
+def solve_one(p, Y0, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
               method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, ist, fst):
     """Solve from t0 to t_end; Yout[i] = Y(times[i]) (right-continuous at doses).
 
-    Y0[L] holds the initial integrated vector (states and sensitivities).
+    Y0[L] holds the initial integrated vector (states and sensitivities); ``sens`` is
+    None or the sensitivity work tuple (see "the integrated system" above).
     ist/fst: see the module docstring. ist[6] holds the method on entry
     (METHOD_AUTO starts with DOPRI5 and may hand over; fst[3] < 0 enables the hand-over).
     """
     n = N_STATES
     L = Y0.shape[0]
-    M = sdir.shape[0]
     nt = times.shape[0]
     nd = dose_time.shape[0]
     for i in range(8):
@@ -633,19 +691,12 @@ def solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose
     dT = np.empty(L)
     f1 = np.empty(L)
     jw = np.empty((n, n))
-    ablk = np.zeros((M, n, n))
     wmat = np.empty((n, n))
     piv = np.empty(n, dtype=np.int64)
-    fpw = np.empty((n, N_PARAMS))
-    bw = np.empty((N_PARAMS, n, n))
-    jtw = np.empty((n, n))
-    fptw = np.empty((n, N_PARAMS))
     ybuf = np.empty(L)
     obuf = np.empty(max(N_OUTPUTS, 1))
     rate = np.zeros(n)
-    rate_dp = np.zeros((n, N_PARAMS))
     rate_prev = np.zeros(n)
-    rate_dp_prev = np.zeros((n, N_PARAMS))
     fminus = np.empty(L)
     fplus = np.empty(L)
     ev_g = np.empty(1)
@@ -694,40 +745,17 @@ def solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose
         for i in range(n):
             rate_prev[i] = rate[i]
             rate[i] = 0.0
-            for k in range(N_PARAMS):
-                rate_dp_prev[i, k] = rate_dp[i, k]
-                rate_dp[i, k] = 0.0
         for d in range(nd):
             if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
-                g = dose_tgt[d]
-                st = dose_state[d]
-                rate[st] += dose_amt[d] * scale[g] / dose_dur[d]
-                for k in range(N_PARAMS):
-                    rate_dp[st, k] += dose_amt[d] * scale_dp[g, k] / dose_dur[d]
-        # sensitivity jumps at parameter-dependent switch times:
-        # s+ = s- + (f- - f+) d(tau)/dp  (f evaluated on each side of the switch)
-        if M > 0 and b > 0:
-            for w in range(N_SWITCHES):
-                if sw[w] == ta:
-                    sys_rhs(ta, tc_prev, Y, p, sdir[:0], rate_prev, rate_dp_prev, fminus, jw, fpw)
-                    sys_rhs(ta, tc, Y, p, sdir[:0], rate, rate_dp, fplus, jw, fpw)
-                    for k in range(M):
-                        kk = sdir[k]
-                        if kk < N_PARAMS and sw_dp[w, kk] != 0.0:
-                            off = n * (1 + k)
-                            for i in range(n):
-                                Y[off + i] += (fminus[i] - fplus[i]) * sw_dp[w, kk]
+                rate[dose_state[d]] += dose_amt[d] * scale[dose_tgt[d]] / dose_dur[d]
+        sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, sw_dp, scale_dp, dose_time, dose_amt,
+                           dose_dur, dose_tgt, dose_state, tb, fminus, fplus, sens)
         # bolus doses at ta
         jumped = False
         for d in range(nd):
             if dose_dur[d] == 0.0 and dose_time[d] == ta:
-                g = dose_tgt[d]
-                st = dose_state[d]
-                Y[st] += dose_amt[d] * scale[g]
-                for k in range(M):
-                    kk = sdir[k]
-                    if kk < N_PARAMS:
-                        Y[n * (1 + k) + st] += dose_amt[d] * scale_dp[g, kk]
+                Y[dose_state[d]] += dose_amt[d] * scale[dose_tgt[d]]
+                sens_bolus(Y, dose_amt[d], dose_state[d], scale_dp[dose_tgt[d]], sens)
                 jumped = True
         # event: a dose may carry an output across the level
         if ev_out >= 0 and ta >= ev_after:
@@ -745,10 +773,10 @@ def solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose
             break
         hmax = tb - ta
         if h <= 0.0 or jumped:
-            h = initial_step(ta, tc, Y, p, sdir, rate, rate_dp, fw, ybuf, f1, jw, fpw, rtol, atol, hmax, ist)
-        io, h = integrate_segment(ta, tb, tc, Y, p, sdir, rate, rate_dp, h, rtol, atol, max_steps, times, io,
-                                  Yout, ev_out, ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT,
-                                  jw, ablk, wmat, piv, fpw, bw, jtw, fptw, ybuf, obuf, ist, fst)
+            h = initial_step(ta, tc, Y, p, rate, fw, ybuf, f1, rtol, atol, hmax, ist, sens)
+        io, h = integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out,
+                                  ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT, jw, wmat, piv,
+                                  ybuf, obuf, ist, fst, sens)
         if ist[5] != STATUS_SUCCESS or ist[7] == 1:
             break
         tc_prev = tc
@@ -756,12 +784,13 @@ def solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose
 
 
 @njit(cache=True, error_model='numpy')
-def initial_vector(p, sdir, Y0):
+def initial_vector(p, sens, Y0):
     """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k."""
     n = N_STATES
-    m_init(p, Y0[:n])
-    M = sdir.shape[0]
-    if M > 0:
+    m_init(p, Y0)
+    if sens is not None:
+        sdir = sens[0]
+        M = sdir.shape[0]
         idp = np.empty((n, N_PARAMS))
         m_init_dp(p, idp)
         for k in range(M):
@@ -775,17 +804,18 @@ def initial_vector(p, sdir, Y0):
 
 
 @njit(cache=True, error_model='numpy')
-def outputs_from_states(times, Yout, p, sdir, O, dO, nvalid):
+def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
     """O[i, :] = outputs at times[i]; dO[i, o, k] = d output_o / d theta_k (if sdir non-empty)."""
     n = N_STATES
-    M = sdir.shape[0]
     ody = np.empty((max(N_OUTPUTS, 1), n))
     odp = np.empty((max(N_OUTPUTS, 1), N_PARAMS))
     for i in range(nvalid):
-        m_out(times[i], Yout[i, :n], p, O[i])
-        if M > 0:
-            m_out_dy(times[i], Yout[i, :n], p, ody)
-            m_out_dp(times[i], Yout[i, :n], p, odp)
+        m_out(times[i], Yout[i], p, O[i])
+        if sens is not None:
+            sdir = sens[0]
+            M = sdir.shape[0]
+            m_out_dy(times[i], Yout[i], p, ody)
+            m_out_dp(times[i], Yout[i], p, odp)
             for o in range(N_OUTPUTS):
                 for k in range(M):
                     off = n * (1 + k)
@@ -799,34 +829,42 @@ def outputs_from_states(times, Yout, p, sdir, O, dO, nvalid):
 
 
 @njit(cache=True, error_model='numpy')
-def simulate_kernel(p, y0_override, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt,
+def zero_parameter_sensitivity(Y0, i, sens):
+    """A given initial value of state i does not depend on parameters."""
+    if sens is not None:
+        sdir = sens[0]
+        for k in range(sdir.shape[0]):
+            if sdir[k] < N_PARAMS:
+                Y0[N_STATES * (1 + k) + i] = 0.0
+
+
+@njit(cache=True, error_model='numpy')
+def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt,
                     dose_state, rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist,
                     fst):
     """Initial vector, solve, outputs; nan rows after a failure."""
     n = N_STATES
     L = Yout.shape[1]
     Y0 = np.zeros(L)
-    initial_vector(p, sdir, Y0)
+    initial_vector(p, sens, Y0)
     # y0_override[i] = nan keeps the model's initial value; a given value does not depend on parameters
     for i in range(n):
         if not math.isnan(y0_override[i]):
             Y0[i] = y0_override[i]
-            for k in range(sdir.shape[0]):
-                if sdir[k] < N_PARAMS:
-                    Y0[n * (1 + k) + i] = 0.0
+            zero_parameter_sensitivity(Y0, i, sens)
     Yout[:, :] = math.nan
-    solve_one(p, Y0, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
+    solve_one(p, Y0, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
               method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, ist, fst)
     nvalid = 0
     while nvalid < times.shape[0] and not math.isnan(Yout[nvalid, 0]):
         nvalid += 1
     O[:, :] = math.nan
     dO[:, :, :] = math.nan
-    outputs_from_states(times, Yout, p, sdir, O, dO, nvalid)
+    outputs_from_states(times, Yout, p, sens, O, dO, nvalid)
 
 
 @njit(cache=True, parallel=True)
-def simulate_batch_kernel(P, sdir, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, n_doses,
+def simulate_batch_kernel(P, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, n_doses,
                           rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist, fst):
     """simulate_kernel over rows of P (n_sets, np); dose arrays are (n_sets, max_doses) with n_doses[s] used."""
     nsets = P.shape[0]
@@ -834,6 +872,6 @@ def simulate_batch_kernel(P, sdir, times, t0, t_end, dose_time, dose_amt, dose_d
     y0keep[:] = math.nan
     for s in prange(nsets):
         nd = n_doses[s]
-        simulate_kernel(P[s], y0keep, sdir, times, t0, t_end, dose_time[s, :nd], dose_amt[s, :nd],
+        simulate_kernel(P[s], y0keep, None, times, t0, t_end, dose_time[s, :nd], dose_amt[s, :nd],
                         dose_dur[s, :nd], dose_tgt[s, :nd], dose_state[s, :nd], rtol, atol, method, max_steps,
                         ev_out, ev_level, ev_dir, ev_after, Yout[s], O[s], dO[s], ist[s], fst[s])

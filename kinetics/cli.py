@@ -1,0 +1,122 @@
+"""The ``kinetics`` command: list library models, simulate a model from the shell.
+
+Examples
+--------
+kinetics models
+kinetics simulate oral_1cmt --dose 0:320:depot --until 24 --csv conc.csv --plot conc.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kinetics.errors import KineticsError
+from kinetics.model import find_model_file, library_names, read_model_file
+from kinetics.solve import Dose, load_model
+
+__all__ = ["main"]
+
+
+def _parse_set(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--set expects NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--set {name}: value {value!r} is not a number") from None
+
+
+def _parse_dose(text: str) -> Dose:
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"--dose expects TIME:AMOUNT:TARGET[:DURATION], got {text!r}")
+    try:
+        time, amount = float(parts[0]), float(parts[1])
+        duration = float(parts[3]) if len(parts) == 4 else 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--dose {text!r}: time, amount and duration must be numbers") from None
+    try:
+        return Dose(time=time, amount=amount, target=parts[2], duration=duration)
+    except KineticsError as exc:
+        raise argparse.ArgumentTypeError(f"--dose {text!r}: {exc}") from None
+
+
+def _cmd_models(_: argparse.Namespace) -> int:
+    rows = []
+    for name in library_names():
+        m = read_model_file(find_model_file(name))
+        source = m.references[0] if m.references else ""
+        rows.append((name, str(len(m.states)), m.description, source))
+    header = ("name", "states", "description", "source")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  " + header[3])
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    times = np.linspace(args.start, args.until, args.points)
+    params = dict(args.set or [])
+    sim = model.simulate(times, params=params, doses=args.dose or [], rtol=args.rtol, atol=args.atol,
+                         method=args.method)
+    print(sim.summary(), file=sys.stderr)
+    frame = sim.to_frame()
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if args.plot:
+        from kinetics.plot import plot_simulation
+
+        fig = plot_simulation(sim, model, log=args.log)
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if not args.csv and not args.plot:
+        print(frame.to_string(index=False))
+    return 0 if sim.success else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kinetics`` command."""
+    parser = argparse.ArgumentParser(prog="kinetics", description="CAR-T kinetics models: simulate and list.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the model library").set_defaults(func=_cmd_models)
+    sim = sub.add_parser("simulate", help="simulate a model (library name or .toml path)")
+    sim.add_argument("model")
+    sim.add_argument("--set", action="append", type=_parse_set, metavar="NAME=VALUE", help="override a parameter")
+    sim.add_argument("--dose", action="append", type=_parse_dose, metavar="TIME:AMOUNT:TARGET[:DURATION]")
+    sim.add_argument("--until", type=float, default=28.0, help="last output time (model time unit)")
+    sim.add_argument("--start", type=float, default=0.0, help="first output time")
+    sim.add_argument("--points", type=int, default=201, help="number of output times")
+    sim.add_argument("--rtol", type=float, default=1e-6)
+    sim.add_argument("--atol", type=float, default=1e-9)
+    sim.add_argument("--method", default="auto", choices=["auto", "dopri5", "rodas5p"])
+    sim.add_argument("--csv", help="write states and outputs to this CSV file")
+    sim.add_argument("--plot", help="write a figure of the outputs to this PNG file")
+    sim.add_argument("--log", action="store_true", help="log-scale y axes in the figure")
+    sim.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input, 3 for a failed solve)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KineticsError as exc:
+        print(f"kinetics: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Validation case modules; each exposes ``CASES`` (a list of :class:`validation.framework.Case`)."""

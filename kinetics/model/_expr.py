@@ -62,6 +62,23 @@ _BINOPS = {ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.BitXor}
 _CMPOPS = {ast.Lt: sp.Lt, ast.LtE: sp.Le, ast.Gt: sp.Gt, ast.GtE: sp.Ge, ast.Eq: sp.Eq, ast.NotEq: sp.Ne}
 
 
+def _caret_to_power(text: str) -> tuple[str, list[int]]:
+    """Spell ``^`` as ``**`` and map each character of the result to its index in ``text``.
+
+    Python reads ``^`` as XOR, which binds looser than ``+`` and ``*``: ``k*x^2`` would
+    become ``(k*x)**2`` and ``x^2+1`` would become ``x**3``. As ``**`` it has the power
+    precedence of NONMEM/Monolix (right-associative, tighter than unary minus).
+    """
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        rep = "**" if ch == "^" else ch
+        out.append(rep)
+        index.extend([i] * len(rep))
+    index.append(len(text))
+    return "".join(out), index
+
+
 def _fits_double(num: sp.Expr) -> bool:
     try:
         return math.isfinite(float(num))
@@ -72,13 +89,18 @@ def _fits_double(num: sp.Expr) -> bool:
 class _Builder:
     """Walks a whitelisted Python syntax tree and builds sympy objects."""
 
-    def __init__(self, text: str, symbols: Mapping[str, sp.Symbol], where: str) -> None:
+    def __init__(self, text: str, symbols: Mapping[str, sp.Symbol], where: str,
+                 column: object = None) -> None:
         self.text = text
         self.symbols = symbols
         self.where = where
+        self.column = column  # callable: ast col_offset (UTF-8 bytes of parsed text) -> column in text
 
     def fail(self, node: ast.AST | None, why: str) -> ExpressionError:
-        col = f" (column {node.col_offset + 1})" if node is not None and hasattr(node, "col_offset") else ""
+        col = ""
+        if node is not None and hasattr(node, "col_offset"):
+            c = self.column(node.col_offset) if callable(self.column) else node.col_offset + 1
+            col = f" (column {c})"
         return ExpressionError(f"{self.where}: {why}{col} in expression {self.text!r}")
 
     # -- entry points ------------------------------------------------------
@@ -283,14 +305,21 @@ def parse_expression(text: object, symbols: Mapping[str, sp.Symbol], where: str)
         raise ExpressionError(f"{where}: expression is empty")
     if "\x00" in text:
         raise ExpressionError(f"{where}: expression contains a NUL character")
+    lead = len(text) - len(text.lstrip())
+    source, index = _caret_to_power(text.strip())
+
+    def column(byte_offset: int) -> int:  # 1-based column in the original text
+        chars = len(source.encode("utf-8")[:byte_offset].decode("utf-8", "ignore"))
+        return lead + index[min(chars, len(index) - 1)] + 1
+
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        col = f" at column {exc.offset}" if exc.offset else ""
+        col = f" at column {lead + index[min(exc.offset - 1, len(index) - 1)] + 1}" if exc.offset else ""
         raise ExpressionError(f"{where}: syntax error{col} in expression {text!r}: {exc.msg}") from None
     except (RecursionError, MemoryError, ValueError):
         raise ExpressionError(f"{where}: expression {text[:60]!r}... is too deeply nested") from None
-    builder = _Builder(text, symbols, where)
+    builder = _Builder(text, symbols, where, column)
     try:
         expr = builder.value(tree.body)
     except ExpressionError:

@@ -326,18 +326,40 @@ def build_model(
     outs = tuple(Output(n, _as_expr(v, all_syms, f"{where}: outputs {n}")) for n, v in (outputs or {}).items())
     dts = []
     for n, v in (doses or {}).items():
-        spec = {"state": v} if isinstance(v, str) else dict(v)  # type: ignore[arg-type]
+        if isinstance(v, str):
+            spec: dict[str, object] = {"state": v}
+        elif isinstance(v, Mapping) and isinstance(v.get("state"), str):
+            spec = dict(v)
+        else:
+            raise ModelError(f"{where}: dose '{n}' must be a state name or a dict with 'state' "
+                             f"(and optional 'scale', 'unit', 'description'), got {v!r}")
+        for k in spec:
+            if k not in _DOSE_FIELDS:
+                raise ModelError(f"{where}: dose '{n}': unknown field '{k}'{did_you_mean(str(k), _DOSE_FIELDS)}")
         scale = _as_expr(spec.get("scale", 1), par_syms, f"{where}: doses {n}.scale")
-        dts.append(DoseTarget(n, str(spec["state"]), scale))
+        dts.append(DoseTarget(n, str(spec["state"]), scale, unit=str(spec.get("unit", "")),
+                              description=str(spec.get("description", ""))))
     sws = tuple(_as_expr(s, par_syms, f"{where}: switches") for s in switches)
     return Model(name=name, parameters=pars, states=st, odes=ode, outputs=outs, dose_targets=tuple(dts),
                  switches=sws, description=description, time_unit=time_unit)
 
 
+_PARAMETER_FIELDS = ("value", "unit", "lower", "upper", "description", "source")
+_DOSE_FIELDS = ("state", "scale", "unit", "description")
+
+
 def _as_parameter(name: str, v: object, where: str) -> Parameter:
     if isinstance(v, Parameter):
+        if v.name != name:
+            raise ModelError(f"{where}: parameter '{name}' is given a Parameter named '{v.name}'")
         return v
     if isinstance(v, Mapping):
+        for k in v:
+            if k not in _PARAMETER_FIELDS:
+                raise ModelError(f"{where}: parameter '{name}': unknown field '{k}'"
+                                 f"{did_you_mean(str(k), _PARAMETER_FIELDS)}")
+        if "value" not in v:
+            raise ModelError(f"{where}: parameter '{name}': missing 'value'")
         return Parameter(name=name, **v)  # type: ignore[arg-type]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ModelError(f"{where}: parameter '{name}' value must be a number, got {v!r}")
@@ -346,5 +368,7 @@ def _as_parameter(name: str, v: object, where: str) -> Parameter:
 
 def _as_expr(v: object, symbols: Mapping[str, sp.Symbol], where: str) -> sp.Expr:
     if isinstance(v, sp.Basic):
-        return v
+        # sympy.Symbol('k') and Symbol('k', real=True) are different symbols; take the model's by name.
+        return v.xreplace({s: symbols[s.name] for s in v.free_symbols
+                           if isinstance(s, sp.Symbol) and s.name in symbols})
     return parse_expression(v, symbols, where)

@@ -471,7 +471,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             ist[5] = STATUS_MAX_STEPS
             fst[0] = t
             return io, h
-        hmin = 16.0 * _EPS * max(abs(t), abs(tb - ta))
+        # the step must still move t in floating point; the floor keeps h > 0 at t = 0
+        hmin = max(16.0 * _EPS * abs(t), 1e-280)
         if h < hmin:
             ist[5] = STATUS_NONFINITE if nan_rejects > 0 else STATUS_STEP_UNDERFLOW
             fst[0] = t

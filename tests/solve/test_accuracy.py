@@ -102,3 +102,11 @@ def test_robertson_against_scipy_radau():
     assert np.isfinite(sim.stiff_from), "auto should hand over to the stiff method on Robertson"
     np.testing.assert_allclose(sim.states, ref, rtol=1e-5)
     np.testing.assert_allclose(sim.states.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_long_horizon_does_not_shrink_the_first_step_floor():
+    """Regression: a fast start (rate 1e3) with t_end = 1e11 must not stop at t = 0 (step floor ~ eps*|t|)."""
+    model = kinetics.compile_model(kinetics.build_model("fast", {"k": 1000.0}, {"y": 1.0}, {"y": "-k*y"}))
+    sim = model.simulate([1e-3, 1e11], rtol=1e-8, atol=1e-12, method="rodas5p")
+    assert sim.success, sim.message
+    assert sim.states[0, 0] == pytest.approx(np.exp(-1.0), rel=1e-7)

@@ -213,28 +213,34 @@ class CompiledModel:
         return names, np.array(idx, dtype=np.int64)
 
     # -- solving -----------------------------------------------------------------
-    def _run(self, times: np.ndarray, p: np.ndarray, doses: Sequence[Dose] | None, sdir: np.ndarray | None,
-             rtol: float, atol: float | Sequence[float], method: str, max_steps: int, t0: float,
-             initial_states: Mapping[str, float] | None, event: tuple[int, float, int, float, float] | None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _kernel_arguments(self, times: np.ndarray, p: np.ndarray, doses: Sequence[Dose] | None,
+                          sdir: np.ndarray | None, rtol: float, atol: float | Sequence[float], method: str,
+                          max_steps: int, t0: float, initial_states: Mapping[str, float] | None,
+                          event: tuple[int, float, int, float, float] | None) -> tuple[object, ...]:
+        """Checked arguments of ``kernels.simulate_kernel`` (the output arrays are the last five).
+
+        Benchmarks call the kernel with these directly, to time solves without Python overhead.
+        """
         r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
         d = self._dose_arrays(doses, t0)
         y0 = self._initial_override(initial_states)
-        n, no = len(self.state_names), len(self.output_names)
+        n, no, npar = len(self.state_names), len(self.output_names), len(p)
         M = 0 if sdir is None else len(sdir)
         ev_out, ev_level, ev_dir, ev_after, until = event if event else (-1, 0.0, 0, 0.0, 0.0)
         t_end = max(float(times[-1]) if times.size else t0, until, t0)
-        Yout = np.empty((times.size, n * (1 + M)))
-        O = np.empty((times.size, max(no, 1)))
-        dO = np.empty((times.size, max(no, 1), M))
-        ist = np.zeros(8, dtype=np.int64)
-        fst = np.zeros(4)
         sens = None if sdir is None else (
-            sdir, np.zeros((n, len(p))), np.empty((n, n)), np.empty((n, len(p))), np.zeros((M, n, n)),
-            np.empty((len(p), n, n)), np.empty((n, n)), np.empty((n, len(p))))
-        self.kernels.simulate_kernel(p, y0, sens, times, float(t0), t_end, *d, r, a, mcode, ms, ev_out, ev_level,
-                                     ev_dir, ev_after, Yout, O, dO, ist, fst)
-        return Yout, O, dO, ist, fst
+            sdir, np.zeros((n, npar)), np.empty((n, n)), np.empty((n, npar)), np.zeros((M, n, n)),
+            np.empty((npar, n, n)), np.empty((n, n)), np.empty((n, npar)))
+        outputs = (np.empty((times.size, n * (1 + M))), np.empty((times.size, max(no, 1))),
+                   np.empty((times.size, max(no, 1), M)), np.zeros(8, dtype=np.int64), np.zeros(4))
+        return (p, y0, sens, times, float(t0), t_end, *d, r, a, mcode, ms, ev_out, ev_level, ev_dir, ev_after,
+                *outputs)
+
+    def _run(self, *args: object) -> tuple[np.ndarray, ...]:
+        """Run the kernel; returns (Yout, O, dO, ist, fst)."""
+        kargs = self._kernel_arguments(*args)  # type: ignore[arg-type]
+        self.kernels.simulate_kernel(*kargs)
+        return kargs[-5:]  # type: ignore[return-value]
 
     def _simulation(self, times: np.ndarray, Yout: np.ndarray, O: np.ndarray, ist: np.ndarray, fst: np.ndarray,
                     max_steps: int, method: str) -> Simulation:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from collections.abc import Mapping
 
 import sympy as sp
@@ -313,7 +314,10 @@ def parse_expression(text: object, symbols: Mapping[str, sp.Symbol], where: str)
         return lead + index[min(chars, len(index) - 1)] + 1
 
     try:
-        tree = ast.parse(source, mode="eval")
+        with warnings.catch_warnings():
+            # e.g. '1if x else 2' warns "invalid decimal literal"; refuse it rather than print to stderr
+            warnings.simplefilter("error")
+            tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         col = f" at column {lead + index[min(exc.offset - 1, len(index) - 1)] + 1}" if exc.offset else ""
         raise ExpressionError(f"{where}: syntax error{col} in expression {text!r}: {exc.msg}") from None

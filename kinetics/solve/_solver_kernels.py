@@ -657,17 +657,29 @@ def sens_bolus(Y, amount, state, scale_dp_row, sens):
 
 
 @njit(cache=True, error_model='numpy')
-def solve_one(p, Y0, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
-              method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, ist, fst):
-    """Solve from t0 to t_end; Yout[i] = Y(times[i]) (right-continuous at doses).
+def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state,
+                    rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist, fst):
+    """Initial vector, solve from t0 to t_end, outputs: Yout[i] = Y(times[i]), O[i] = outputs.
 
-    Y0[L] holds the initial integrated vector (states and sensitivities); ``sens`` is
-    None or the sensitivity work tuple (see "the integrated system" above).
-    ist/fst: see the module docstring. ist[6] holds the method on entry
-    (METHOD_AUTO starts with DOPRI5 and may hand over; fst[3] < 0 enables the hand-over).
+    Values are right-continuous at doses; rows from a failure on are nan.
+    ``y0_override[i]`` replaces the model's initial value of state i unless nan.
+    ``sens`` is None or the sensitivity work tuple (see "the integrated system"
+    above); then dO[i, o, k] = d output_o / d theta_k. ist/fst: see the module
+    docstring; ``method`` METHOD_AUTO starts with DOPRI5 and may hand over.
+    One function rather than several: every extra level of numba calls re-optimises
+    the whole inlined solver in LLVM, about 1 s of compile time each.
     """
     n = N_STATES
-    L = Y0.shape[0]
+    L = Yout.shape[1]
+    Yout[:, :] = math.nan
+    O[:, :] = math.nan
+    dO[:, :, :] = math.nan
+    Y = np.zeros(L)
+    initial_vector(p, sens, Y)
+    for i in range(n):
+        if not math.isnan(y0_override[i]):
+            Y[i] = y0_override[i]
+            zero_parameter_sensitivity(Y, i, sens)
     nt = times.shape[0]
     nd = dose_time.shape[0]
     for i in range(8):
@@ -682,7 +694,6 @@ def solve_one(p, Y0, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose
         ist[6] = method
         fst[3] = 1.0
     # work arrays
-    Y = Y0.copy()
     K = np.empty((7, L))
     Kr = np.empty((RS, L))
     ynew = np.empty(L)
@@ -782,6 +793,10 @@ def solve_one(p, Y0, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose
             break
         tc_prev = tc
     fst[3] = h
+    nvalid = 0
+    while nvalid < times.shape[0] and not math.isnan(Yout[nvalid, 0]):
+        nvalid += 1
+    outputs_from_states(times, Yout, p, sens, O, dO, nvalid)
 
 
 @njit(cache=True, error_model='numpy')
@@ -837,31 +852,6 @@ def zero_parameter_sensitivity(Y0, i, sens):
         for k in range(sdir.shape[0]):
             if sdir[k] < N_PARAMS:
                 Y0[N_STATES * (1 + k) + i] = 0.0
-
-
-@njit(cache=True, error_model='numpy')
-def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt,
-                    dose_state, rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist,
-                    fst):
-    """Initial vector, solve, outputs; nan rows after a failure."""
-    n = N_STATES
-    L = Yout.shape[1]
-    Y0 = np.zeros(L)
-    initial_vector(p, sens, Y0)
-    # y0_override[i] = nan keeps the model's initial value; a given value does not depend on parameters
-    for i in range(n):
-        if not math.isnan(y0_override[i]):
-            Y0[i] = y0_override[i]
-            zero_parameter_sensitivity(Y0, i, sens)
-    Yout[:, :] = math.nan
-    solve_one(p, Y0, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, rtol, atol,
-              method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, ist, fst)
-    nvalid = 0
-    while nvalid < times.shape[0] and not math.isnan(Yout[nvalid, 0]):
-        nvalid += 1
-    O[:, :] = math.nan
-    dO[:, :, :] = math.nan
-    outputs_from_states(times, Yout, p, sens, O, dO, nvalid)
 
 
 @njit(cache=True, parallel=True)

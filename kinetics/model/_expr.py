@@ -56,7 +56,7 @@ _CONSTANTS = {"pi": sp.pi}
 
 #: Names a model may not use for its own symbols.
 RESERVED_NAMES = frozenset(
-    set(FUNCTIONS) | set(_CONDITIONALS) | set(_CONSTANTS) | {"t", "tc", "True", "False", "e", "E", "I"}
+    set(FUNCTIONS) | set(_CONDITIONALS) | set(_CONSTANTS) | {"t", "tc", "True", "False"}
 )
 
 _BINOPS = {ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.BitXor}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from kinetics.solve import CompiledModel, Simulation
 
-__all__ = ["plot_simulation"]
+__all__ = ["plot_percentile_band", "plot_simulation"]
 
 
 def plot_simulation(sim: Simulation, model: CompiledModel, log: bool = False) -> Figure:
@@ -45,5 +47,35 @@ def plot_simulation(sim: Simulation, model: CompiledModel, log: bool = False) ->
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"{model.name}: {sim.message}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_percentile_band(times: np.ndarray, values: np.ndarray, *, label: str, unit: str = "",
+                         time_unit: str = "day", log: bool = True, percentiles: tuple[float, float] = (5.0, 95.0),
+                         title: str = "") -> Figure:
+    """Median and a percentile band over sets: ``values`` is ``(n_sets, n_times)``; nan sets are left out.
+
+    The figure states how many sets went in and how many failed (nan) and were left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = np.all(np.isfinite(values), axis=1)
+    v = values[ok]
+    lo, med, hi = np.percentile(v, [percentiles[0], 50.0, percentiles[1]], axis=0)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.fill_between(times, lo, hi, alpha=0.3, label=f"{percentiles[0]:g}-{percentiles[1]:g}th percentile")
+    ax.plot(times, med, lw=2, label="median")
+    ax.set_xlabel(f"time ({time_unit})")
+    ax.set_ylabel(f"{label} ({unit})" if unit else label)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(title=f"n = {int(ok.sum())} ({int((~ok).sum())} failed solves left out)")
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

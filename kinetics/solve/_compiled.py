@@ -230,7 +230,8 @@ class CompiledModel:
         t_end = max(float(times[-1]) if times.size else t0, until, t0)
         sens = None if sdir is None else (
             sdir, np.zeros((n, npar)), np.empty((n, n)), np.empty((n, npar)), np.zeros((M, n, n)),
-            np.empty((npar, n, n)), np.empty((n, n)), np.empty((n, npar)))
+            np.empty((npar, n, n)), np.empty((n, n)), np.empty((n, npar)),
+            np.empty((max(len(self.dose_target_names), 1), npar)), np.empty((max(len(self.model.switches), 1), npar)))
         outputs = (np.empty((times.size, n * (1 + M))), np.empty((times.size, max(no, 1))),
                    np.empty((times.size, max(no, 1), M)), np.zeros(8, dtype=np.int64), np.zeros(4))
         return (p, y0, sens, times, float(t0), t_end, *d, r, a, mcode, ms, ev_out, ev_level, ev_dir, ev_after,

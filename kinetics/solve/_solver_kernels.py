@@ -140,7 +140,8 @@ def lu_solve(lu, piv, b, off):
 # ``sens`` is None for a plain solve -- numba then compiles a specialisation with
 # every sensitivity branch removed (an untaken branch holding calls still costs
 # ~70 ns per rhs evaluation) -- or the tuple
-# (sdir[M], rate_dp[n, np], jw[n, n], fpw[n, np], ablk[M, n, n], bw[np, n, n], jtw[n, n], fptw[n, np]).
+# (sdir[M], rate_dp[n, np], jw[n, n], fpw[n, np], ablk[M, n, n], bw[np, n, n], jtw[n, n], fptw[n, np],
+#  scale_dp[max(nd,1), np], sw_dp[max(ns,1), np]) -- the last two filled once per solve by initial_vector.
 @njit(cache=True, error_model='numpy')
 def sens_rhs(t, tc, Y, p, sens, out):
     """out[n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
@@ -615,7 +616,7 @@ def sort_unique(a, n):
 
 
 @njit(cache=True, error_model='numpy')
-def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, sw_dp, scale_dp, dose_time, dose_amt, dose_dur,
+def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time, dose_amt, dose_dur,
                        dose_tgt, dose_state, tb, fminus, fplus, sens):
     """At a segment start: sensitivity jumps at parameter-dependent switches, and d(infusion rate)/dp.
 
@@ -624,7 +625,7 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, sw_dp, sca
     if sens is None:
         return
     n = N_STATES
-    sdir, rate_dp = sens[0], sens[1]
+    sdir, rate_dp, scale_dp, sw_dp = sens[0], sens[1], sens[8], sens[9]
     if b > 0:
         for w in range(N_SWITCHES):
             if sw[w] == ta:
@@ -644,16 +645,16 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, sw_dp, sca
 
 
 @njit(cache=True, error_model='numpy')
-def sens_bolus(Y, amount, state, scale_dp_row, sens):
+def sens_bolus(Y, amount, state, target, sens):
     """Sensitivity jump of a bolus: d(amount * scale)/dp for parameter directions."""
     if sens is None:
         return
     n = N_STATES
-    sdir = sens[0]
+    sdir, scale_dp = sens[0], sens[8]
     for k in range(sdir.shape[0]):
         kk = sdir[k]
         if kk < N_PARAMS:
-            Y[n * (1 + k) + state] += amount * scale_dp_row[kk]
+            Y[n * (1 + k) + state] += amount * scale_dp[target, kk]
 
 
 @njit(cache=True, error_model='numpy')
@@ -714,13 +715,9 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     ev_g = np.empty(1)
     ev_g[0] = math.nan
     scale = np.empty(max(N_DOSE_TARGETS, 1))
-    scale_dp = np.empty((max(N_DOSE_TARGETS, 1), N_PARAMS))
     m_dose_scale(p, scale)
-    m_dose_scale_dp(p, scale_dp)
     sw = np.empty(max(N_SWITCHES, 1))
-    sw_dp = np.empty((max(N_SWITCHES, 1), N_PARAMS))
     m_switch(p, sw)
-    m_switch_dp(p, sw_dp)
     for i in range(L):
         if not math.isfinite(Y[i]):
             ist[5] = STATUS_NONFINITE
@@ -760,14 +757,14 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
         for d in range(nd):
             if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
                 rate[dose_state[d]] += dose_amt[d] * scale[dose_tgt[d]] / dose_dur[d]
-        sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, sw_dp, scale_dp, dose_time, dose_amt,
+        sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time, dose_amt,
                            dose_dur, dose_tgt, dose_state, tb, fminus, fplus, sens)
         # bolus doses at ta
         jumped = False
         for d in range(nd):
             if dose_dur[d] == 0.0 and dose_time[d] == ta:
                 Y[dose_state[d]] += dose_amt[d] * scale[dose_tgt[d]]
-                sens_bolus(Y, dose_amt[d], dose_state[d], scale_dp[dose_tgt[d]], sens)
+                sens_bolus(Y, dose_amt[d], dose_state[d], dose_tgt[d], sens)
                 jumped = True
         # event: a dose may carry an output across the level
         if ev_out >= 0 and ta >= ev_after:
@@ -806,6 +803,8 @@ def initial_vector(p, sens, Y0):
     m_init(p, Y0)
     if sens is not None:
         sdir = sens[0]
+        m_dose_scale_dp(p, sens[8])
+        m_switch_dp(p, sens[9])
         M = sdir.shape[0]
         idp = np.empty((n, N_PARAMS))
         m_init_dp(p, idp)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from kinetics.errors import DoseError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = ["Dose", "SolveStatus", "Simulation", "BatchSimulation", "Sensitivities", "Crossing", "METHODS"]
 
@@ -116,8 +119,10 @@ class Simulation:
         """True if the solve reached the last requested time."""
         return self.status is SolveStatus.SUCCESS
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
         """Table with ``time``, one column per state and one per output."""
+        import pandas as pd  # not at module level: keeps ``import kinetics`` fast
+
         data = {"time": self.times}
         data.update({n: self.states[:, i] for i, n in enumerate(self.state_names)})
         data.update(self.outputs)
@@ -202,8 +207,10 @@ class Sensitivities:
     def __getitem__(self, item: object) -> np.ndarray:
         return self.outputs[item]  # type: ignore[index]
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
         """Long table: time, output, wrt, value."""
+        import pandas as pd
+
         nt, no, nw = self.outputs.shape
         return pd.DataFrame({
             "time": np.repeat(self.simulation.times, no * nw),

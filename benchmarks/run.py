@@ -139,6 +139,11 @@ class Case:
         return float(np.median(self.samples)) * 1e6 if self.samples else math.nan
 
     @property
+    def best(self) -> float:
+        """Fastest sample, us per solve (least disturbed by other work on the machine)."""
+        return float(np.min(self.samples)) * 1e6 if self.samples else math.nan
+
+    @property
     def spread(self) -> float:
         """Interquartile range over median, percent (a noise indicator)."""
         if len(self.samples) < 4:
@@ -237,6 +242,14 @@ def kinetics_cases(ks: KinSetup, p: FloatArray, times: FloatArray,
             _repeat_kernel(ks.kernel, n, args)
 
         out.append(Case(f"kin_kern_{meth}", f"kinetics {meth} (kernel, numba loop)", kern_solve, kern_run))
+        if meth == "auto":  # the same kernel called from Python: numba's dispatch cost per solve
+            def kern_py_run(n: int, args: tuple[object, ...] = args) -> None:
+                kern = ks.kernel
+                for _ in range(n):
+                    kern(*args)  # type: ignore[operator]
+
+            out.append(Case("kin_kernpy_auto", "kinetics auto (kernel, called from Python)", kern_solve,
+                            kern_py_run))
     return out
 
 
@@ -307,6 +320,8 @@ class BatchResult:
     n_disagree: int
     worst: list[tuple[int, float, float]]   # (set, kinetics err vs Radau, numbalsoda err vs Radau)
     batch_vs_single: float
+    kin_single_us: float = math.nan   # single-solve kernel-level time on the central set (for parallel gain)
+    nbl_single_us: float = math.nan
 
 
 @dataclass
@@ -351,8 +366,8 @@ def run_variant(name: str, p: FloatArray, y0: FloatArray, times: FloatArray, ks:
     log(f"{name}: timing {len(timed)} methods interleaved, {rounds} rounds, ~{seconds_each:g} s each")
     measure(timed, seconds_each, rounds, block_seconds)
     for c in timed:
-        log(f"{name}:   {c.label:52s} {c.us:11,.1f} us/solve  (n={len(c.samples)} x {c.block},"
-            f" IQR {c.spread:.0f}%)")
+        log(f"{name}:   {c.label:52s} {c.us:11,.1f} us/solve  (fastest {c.best:,.1f};"
+            f" n={len(c.samples)} x {c.block}, IQR {c.spread:.0f}%)")
     return VariantResult(name, {c.key: c for c in cases}, sims)
 
 
@@ -548,15 +563,16 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[Variant
     add("## Single solve")
     add("")
     add("Median us per solve (one process, methods timed round robin so machine load hits all alike;"
-        " IQR = interquartile range / median of the samples). Kernel level = kinetics' compiled"
+        " fastest = quickest sample, least disturbed by other work;"
+        " IQR = interquartile range / median of the samples, a noise indicator; ratios below use medians). Kernel level = kinetics' compiled"
         " `simulate_kernel` called from a numba loop, like numbalsoda; Python API = `CompiledModel.simulate`.")
     add("")
-    add("| method | " + " | ".join(f"{n} us/solve | {n} IQR" for n in names) + " |")
-    add("|---|" + "---:|---:|" * len(names))
+    add("| method | " + " | ".join(f"{n} us/solve | {n} fastest | {n} IQR" for n in names) + " |")
+    add("|---|" + "---:|---:|---:|" * len(names))
     for key in keys:
         cs = [v.cases[key] for v in results]
-        cells = " | ".join(f"{_fmt_us(c)} | {c.spread:.0f}%" if c.timed and math.isfinite(c.spread)
-                           else f"{_fmt_us(c)} | " for c in cs)
+        cells = " | ".join(f"{_fmt_us(c)} | {c.best:,.1f} | {c.spread:.0f}%" if c.timed and math.isfinite(c.spread)
+                           else f"{_fmt_us(c)} | | " for c in cs)
         add(f"| {cs[0].label} | {cells} |")
 
     add("")
@@ -579,6 +595,8 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[Variant
         row("numbalsoda prange, us/solve", lambda b: f"{b.nbl_us:,.1f}")
         row("kinetics wall per run, s", lambda b: ", ".join(f"{w:.3f}" for w in b.kin_walls))
         row("numbalsoda wall per run, s", lambda b: ", ".join(f"{w:.3f}" for w in b.nbl_walls))
+        row("parallel gain: single-solve us (numba loop) / batch us, kinetics / numbalsoda",
+            lambda b: f"{b.kin_single_us / b.kin_us:.2f} / {b.nbl_single_us / b.nbl_us:.2f}")
         row("failed sets: kinetics / numbalsoda", lambda b: f"{b.kin_failed} / {b.nbl_failed}")
         row("kinetics accepted steps per set, mean / max", lambda b: f"{b.kin_mean_steps:.0f} / {b.kin_max_steps}")
         row("B cells, kinetics vs numbalsoda: median / p99 / max rel diff",
@@ -587,6 +605,9 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[Variant
         row("most-differing sets: err vs Radau, kinetics / numbalsoda",
             lambda b: "; ".join(f"#{k}: {ek:.1e} / {en:.1e}" for k, ek, en in b.worst))
         row("kinetics batch vs single solve (3 sets), max rel diff", lambda b: f"{b.batch_vs_single:.1e}")
+        add("")
+        add(f"Parallel gain is ideally about the thread count ({b0.threads}); it falls when other work shares"
+            " the cores (see the load average above) and because the drawn sets differ from the central one.")
 
     add("")
     add("## Speed-up against the targets")
@@ -624,6 +645,13 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[Variant
                 f" {sim.n_jacobians} | {'-' if not math.isfinite(sf) else f'{sf:.3g}'} |"  # type: ignore[attr-defined]
                 f" {kc.us:.1f} | {kc.us / att:.3f} | {ac.us:.1f} | {ac.us - kc.us:.1f} |")
     add("")
+    for v in results:
+        kern, kpy, api = (v.cases[k] for k in ("kin_kern_auto", "kin_kernpy_auto", "kin_api_auto"))
+        if kern.timed and kpy.timed and api.timed:
+            add(f"- {v.name}, auto: of the {api.us - kern.us:.1f} us Python API overhead, numba's dispatch of"
+                f" `simulate_kernel` (kernel called from Python - from a numba loop) is {kpy.us - kern.us:.1f} us"
+                f" and kinetics' Python wrapper (`simulate` - kernel called from Python) {api.us - kpy.us:.1f} us.")
+    add("")
     return "\n".join(L)
 
 
@@ -639,13 +667,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter timings (fewer repeats), ~1 minute")
     ap.add_argument("--seconds", type=float, default=None,
                     help="timing seconds per method and variant (default 1.5, --quick 0.4)")
-    ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 5, --quick 2)")
+    ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 15, --quick 4)")
     ap.add_argument("--batch", type=int, default=10_000, help="parameter sets per batch (0: skip batches)")
     ap.add_argument("--batch-reps", type=int, default=None, help="timed batch runs (default 3, --quick 1)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the batch draws")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (0.4 if args.quick else 1.5)
-    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 5)
+    rounds = args.rounds if args.rounds is not None else (4 if args.quick else 15)
     reps = args.batch_reps if args.batch_reps is not None else (1 if args.quick else 3)
     block_seconds = 0.005
 
@@ -688,6 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch > 0:
         for v, centre in zip(results, (values, peers.stiff_params(values))):
             v.batch = run_batch(v.name, centre, y0, times, ks, args.batch, args.seed, reps)
+            if v.batch is not None:
+                v.batch.kin_single_us = v.cases["kin_kern_auto"].us
+                v.batch.nbl_single_us = v.cases["numbalsoda"].us
 
     load1 = os.getloadavg()
     settings = {

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sympy as sp
 
@@ -122,22 +123,22 @@ class Model:
         object.__setattr__(self, "switches", merged)
 
     # -- names -------------------------------------------------------------
-    @property
+    @cached_property
     def parameter_names(self) -> tuple[str, ...]:
         """Parameter names in array order."""
         return tuple(p.name for p in self.parameters)
 
-    @property
+    @cached_property
     def state_names(self) -> tuple[str, ...]:
         """State names in array order."""
         return tuple(s.name for s in self.states)
 
-    @property
+    @cached_property
     def output_names(self) -> tuple[str, ...]:
         """Output names in array order."""
         return tuple(o.name for o in self.outputs)
 
-    @property
+    @cached_property
     def dose_target_names(self) -> tuple[str, ...]:
         """Dose target names in array order."""
         return tuple(d.name for d in self.dose_targets)

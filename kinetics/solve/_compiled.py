@@ -115,18 +115,36 @@ class CompiledModel:
         return mod  # type: ignore[return-value]
 
     # -- argument checking -------------------------------------------------------------
+    @property
+    def _lookup(self) -> _Lookup:
+        """Index tables built once per model (keeps per-solve Python overhead small)."""
+        lk = self._cache.get("lookup")
+        if lk is None:
+            m = self.model
+            lk = _Lookup(
+                defaults=np.array([p.value for p in m.parameters], dtype=float),
+                param_index={n: i for i, n in enumerate(m.parameter_names)},
+                target_index={n: i for i, n in enumerate(m.dose_target_names)},
+                target_state={d.name: m.state_names.index(d.state) for d in m.dose_targets},
+                n_states=len(m.states), n_outputs=len(m.outputs),
+            )
+            self._cache["lookup"] = lk
+        return lk  # type: ignore[return-value]
+
     def parameter_vector(self, params: Mapping[str, float] | Sequence[float] | np.ndarray | None) -> np.ndarray:
         """Full parameter array from defaults and overrides (a dict by name or a full array)."""
-        p = np.array([self.defaults[n] for n in self.parameter_names], dtype=float)
+        lk = self._lookup
+        p = lk.defaults.copy()
         if params is None:
             return p
         if isinstance(params, Mapping):
             for k, v in params.items():
-                if k not in self.parameter_names:
+                i = lk.param_index.get(k)
+                if i is None:
                     raise SolverInputError(f"unknown parameter '{k}' for model '{self.name}'"
                                            f"{did_you_mean(k, self.parameter_names)}")
                 try:
-                    p[self.parameter_names.index(k)] = float(v)  # type: ignore[arg-type]
+                    p[i] = float(v)  # type: ignore[arg-type]
                 except (TypeError, ValueError):
                     raise SolverInputError(f"parameter '{k}' must be a number, got {v!r}") from None
         else:
@@ -135,9 +153,8 @@ class CompiledModel:
                 raise SolverInputError(f"params array has shape {arr.shape}; expected ({len(p)},) in the order "
                                        f"{list(self.parameter_names)}")
             p = arr.copy()
-        bad = ~np.isfinite(p)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
+        if not np.isfinite(p).all():
+            i = int(np.flatnonzero(~np.isfinite(p))[0])
             raise SolverInputError(f"parameter '{self.parameter_names[i]}' is not finite ({p[i]!r})")
         return p
 
@@ -145,40 +162,41 @@ class CompiledModel:
         t = np.atleast_1d(np.asarray(times, dtype=float))
         if t.ndim != 1:
             raise SolverInputError(f"times must be one-dimensional, got shape {t.shape}")
-        if not np.all(np.isfinite(t)):
+        if not np.isfinite(t).all():
             raise SolverInputError(f"times must be finite; entry {int(np.flatnonzero(~np.isfinite(t))[0])} is {t[~np.isfinite(t)][0]!r}")
         if t.size and t[0] < t0:
             raise SolverInputError(f"times must be >= t0={t0}; got {t[0]!r} (negative times are not allowed)")
-        if t.size > 1 and np.any(np.diff(t) < 0):
+        if t.size > 1 and (t[1:] < t[:-1]).any():
             i = int(np.flatnonzero(np.diff(t) < 0)[0])
             raise SolverInputError(f"times must be sorted (non-decreasing); times[{i + 1}]={t[i + 1]!r} < "
                                    f"times[{i}]={t[i]!r}")
         return t
 
     def _dose_arrays(self, doses: Sequence[Dose] | None, t0: float) -> tuple[np.ndarray, ...]:
-        doses = list(doses or ())
+        if not doses:
+            return _NO_DOSES
+        lk = self._lookup
         targets = self.dose_target_names
-        state_of = {d.name: self.state_names.index(d.state) for d in self.model.dose_targets}
         for i, d in enumerate(doses):
             if not isinstance(d, Dose):
                 raise DoseError(f"doses[{i}] must be a kinetics.Dose, got {type(d).__name__}")
-            if d.target not in targets:
+            if d.target not in lk.target_index:
                 raise DoseError(f"doses[{i}]: unknown dose target '{d.target}'{did_you_mean(d.target, targets)} "
                                 f"(model '{self.name}' accepts: {', '.join(targets) or 'none'})")
             if d.time < t0:
                 raise DoseError(f"doses[{i}]: time {d.time} is before the start of the solve t0={t0}")
         return (np.array([d.time for d in doses], dtype=float), np.array([d.amount for d in doses], dtype=float),
                 np.array([d.duration for d in doses], dtype=float),
-                np.array([targets.index(d.target) for d in doses], dtype=np.int64),
-                np.array([state_of[d.target] for d in doses], dtype=np.int64))
+                np.array([lk.target_index[d.target] for d in doses], dtype=np.int64),
+                np.array([lk.target_state[d.target] for d in doses], dtype=np.int64))
 
     def _tolerances(self, rtol: float, atol: float | Sequence[float], max_steps: int,
                     method: str) -> tuple[float, np.ndarray, int, int]:
         if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol > 0):
             raise SolverInputError(f"rtol must be a positive finite number, got {rtol!r}")
-        a = np.broadcast_to(np.asarray(atol, dtype=float), (len(self.state_names),)).copy() \
-            if np.ndim(atol) == 0 else np.asarray(atol, dtype=float)
-        if a.shape != (len(self.state_names),) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        n = self._lookup.n_states
+        a = np.full(n, float(atol)) if isinstance(atol, (int, float)) else np.asarray(atol, dtype=float)
+        if a.shape != (n,) or not (np.isfinite(a) & (a > 0)).all():
             raise SolverInputError(f"atol must be a positive number or one per state "
                                    f"({len(self.state_names)}), got {atol!r}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
@@ -189,7 +207,9 @@ class CompiledModel:
         return float(rtol), a, int(max_steps), METHODS[method]
 
     def _initial_override(self, initial_states: Mapping[str, float] | None) -> np.ndarray:
-        y0 = np.full(len(self.state_names), np.nan)
+        y0 = np.full(self._lookup.n_states, np.nan)
+        if not initial_states:
+            return y0
         for k, v in (initial_states or {}).items():
             if k not in self.state_names:
                 raise SolverInputError(f"unknown state '{k}' in initial_states{did_you_mean(k, self.state_names)}")
@@ -363,7 +383,7 @@ class CompiledModel:
         ns = P.shape[0]
         schedules = self._schedules(doses, ns)
         r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
-        arrays = [self._dose_arrays(s, t0) for s in schedules]
+        arrays = [self._dose_arrays(s, t0) if s else _NO_DOSES for s in schedules]
         nd = np.array([len(x[0]) for x in arrays], dtype=np.int64)
         width = max(1, int(nd.max()) if ns else 1)
 
@@ -384,7 +404,8 @@ class CompiledModel:
                                            stack(1, float), stack(2, float), stack(3, np.int64), stack(4, np.int64),
                                            nd, r, a, mcode, ms, -1, 0.0, 0, 0.0, Yout, O, dO, ist, fst)
         status = ist[:, 5].copy()
-        msgs = tuple(status_message(SolveStatus(int(s)), float(f), ms, self.model.time_unit)
+        ok_msg = status_message(SolveStatus.SUCCESS, 0.0, ms, self.model.time_unit)
+        msgs = tuple(ok_msg if s == 0 else status_message(SolveStatus(int(s)), float(f), ms, self.model.time_unit)
                      for s, f in zip(status, fst[:, 0]))
         return BatchSimulation(times=_ro(t.copy()), states=_ro(Yout), outputs=_ro(O[:, :, :no]),
                                output_names=self.output_names, state_names=self.state_names, status=_ro(status),
@@ -426,6 +447,20 @@ class CompiledModel:
         if len(doses) != ns:
             raise DoseError(f"doses has {len(doses)} schedules; expected one per parameter set ({ns})")
         return [list(s) for s in doses]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    defaults: np.ndarray
+    param_index: dict[str, int]
+    target_index: dict[str, int]
+    target_state: dict[str, int]
+    n_states: int
+    n_outputs: int
+
+
+# empty, so never written; kept writable because numba compiles read-only arrays as a separate type
+_NO_DOSES = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

@@ -208,8 +208,17 @@ def sys_dfdt(t, tc, Y, p, out, sens):
                 out[off + i] = acc
 
 
+@njit(inline='always', error_model='numpy')
+def w_solve(lu, piv, sparse, b, off):
+    """Solve W x = b[off:off+n] in place with the factors of m_w_factor (sparse) or lu_factor."""
+    if sparse:
+        m_w_solve(lu, b, off)
+    else:
+        lu_solve(lu, piv, b, off)
+
+
 @njit(cache=True, error_model='numpy')
-def sens_solve(lu, piv, b, sens):
+def sens_solve(lu, piv, sparse, b, sens):
     """Forward substitution for the sensitivity blocks (block lower-triangular W_aug)."""
     n = N_STATES
     ablk = sens[4]
@@ -220,15 +229,15 @@ def sens_solve(lu, piv, b, sens):
             for j in range(n):
                 acc += ablk[k, i, j] * b[j]
             b[off + i] += acc
-        lu_solve(lu, piv, b, off)
+        w_solve(lu, piv, sparse, b, off)
 
 
 @njit(inline='always', error_model='numpy')
-def sys_solve(lu, piv, b, sens):
+def sys_solve(lu, piv, sparse, b, sens):
     """Solve (I/(h gamma) - J_aug) x = b in place."""
-    lu_solve(lu, piv, b, 0)
+    w_solve(lu, piv, sparse, b, 0)
     if sens is not None:
-        sens_solve(lu, piv, b, sens)
+        sens_solve(lu, piv, sparse, b, sens)
 
 
 @njit(cache=True, error_model='numpy')
@@ -359,8 +368,15 @@ def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, fw, dT, jw, wmat, piv, ist, se
             wmat[i, j] = -jw[i, j]
         wmat[i, i] += inv_hg
     ist[4] += 1
-    if lu_factor(wmat, piv) != 0:
-        return False
+    # straight-line LU on the Jacobian's sparsity pattern; dense partial pivoting if a pivot is too small
+    sparse = m_w_factor(wmat)
+    if not sparse:
+        for i in range(n):
+            for j in range(n):
+                wmat[i, j] = -jw[i, j]
+            wmat[i, i] += inv_hg
+        if lu_factor(wmat, piv) != 0:
+            return False
     for s in range(RS):
         for i in range(L):
             acc = 0.0
@@ -377,7 +393,7 @@ def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, fw, dT, jw, wmat, piv, ist, se
             Kr[s, i] = fw[i] + acc / h
             if not AUTONOMOUS:
                 Kr[s, i] += dh * dT[i]
-        sys_solve(wmat, piv, Kr[s], sens)
+        sys_solve(wmat, piv, sparse, Kr[s], sens)
     for i in range(L):
         ynew[i] = u[i] + Kr[RS - 1, i]
     return True

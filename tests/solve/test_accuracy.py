@@ -110,3 +110,23 @@ def test_long_horizon_does_not_shrink_the_first_step_floor():
     sim = model.simulate([1e-3, 1e11], rtol=1e-8, atol=1e-12, method="rodas5p")
     assert sim.success, sim.message
     assert sim.states[0, 0] == pytest.approx(np.exp(-1.0), rel=1e-7)
+
+
+@pytest.mark.parametrize("method", ["rodas5p", "auto"])
+def test_stiff_system_needing_row_exchanges(method):
+    """y'' + 1001 y' + 1000 y = 0 as a first-order system: W's first pivot 1/(h gamma) falls below
+    0.1 * 1000 once steps grow, so the straight-line LU hands over to partial pivoting.
+    Reference: scipy.linalg.expm."""
+    model = kinetics.compile_model(kinetics.build_model(
+        "stiff2", {"k": 1000.0, "c": 1001.0}, {"x": 1.0, "v": 0.0}, {"x": "v", "v": "-k*x - c*v"}))
+    A = np.array([[0.0, 1.0], [-1000.0, -1001.0]])
+    t = np.array([0.001, 0.01, 0.1, 1.0, 5.0])
+    sim = model.simulate(t, rtol=1e-9, atol=1e-14, method=method, max_steps=1000)
+    assert sim.success, sim.message
+    ref = np.array([scipy.linalg.expm(A * ti) @ [1.0, 0.0] for ti in t])
+    np.testing.assert_allclose(sim.states, ref, rtol=1e-6, atol=1e-12)
+    # both factorisations are exercised: small steps pass the pivot test, large ones do not
+    gamma = 0.21193756319429014  # Rodas5P
+    for h, passes in ((1e-4, True), (0.1, False)):
+        W = np.eye(2) / (h * gamma) - A
+        assert model.kernels.m_w_factor(W.copy()) is passes

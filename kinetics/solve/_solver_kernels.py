@@ -296,33 +296,44 @@ def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
 
 # --- one step of each method --------------------------------------------------------
 @njit(cache=True, error_model='numpy')
-def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, sens):
+def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
     """One DP5 step; K[0] must hold f(t, Y) on entry; K[6] = f(t+h, ynew) on exit.
 
-    Returns the stiffness estimate h*|lambda| (Hairer's dopri5 test)."""
+    Stages are written out (not looped over the tableau) so LLVM sees constant
+    coefficients. Returns Hairer's stiffness estimate h*|lambda| (dopri5.f) when
+    ``want_stiffness``, else 0.
+    """
     L = Y.shape[0]
-    for s in range(1, 7):
-        for i in range(L):
-            acc = 0.0
-            for j in range(s):
-                acc += DP_A[s, j] * K[j, i]
-            ystage[i] = Y[i] + h * acc
-        if s == 6:
-            for i in range(L):
-                ynew[i] = ystage[i]
-            sys_rhs(t + h, tc, ynew, p, rate, K[6], sens)
-        else:
-            sys_rhs(t + DP_C[s] * h, tc, ystage, p, rate, K[s], sens)
-    # stiffness test: ||k7 - k6|| / ||y7 - y6|| with y6 the stage-6 argument
+    for i in range(L):
+        ystage[i] = Y[i] + h * (DP_A[1, 0] * K[0, i])
+    sys_rhs(t + DP_C[1] * h, tc, ystage, p, rate, K[1], sens)
+    for i in range(L):
+        ystage[i] = Y[i] + h * (DP_A[2, 0] * K[0, i] + DP_A[2, 1] * K[1, i])
+    sys_rhs(t + DP_C[2] * h, tc, ystage, p, rate, K[2], sens)
+    for i in range(L):
+        ystage[i] = Y[i] + h * (DP_A[3, 0] * K[0, i] + DP_A[3, 1] * K[1, i] + DP_A[3, 2] * K[2, i])
+    sys_rhs(t + DP_C[3] * h, tc, ystage, p, rate, K[3], sens)
+    for i in range(L):
+        ystage[i] = Y[i] + h * (DP_A[4, 0] * K[0, i] + DP_A[4, 1] * K[1, i] + DP_A[4, 2] * K[2, i]
+                                + DP_A[4, 3] * K[3, i])
+    sys_rhs(t + DP_C[4] * h, tc, ystage, p, rate, K[4], sens)
+    for i in range(L):
+        ystage[i] = Y[i] + h * (DP_A[5, 0] * K[0, i] + DP_A[5, 1] * K[1, i] + DP_A[5, 2] * K[2, i]
+                                + DP_A[5, 3] * K[3, i] + DP_A[5, 4] * K[4, i])
+    sys_rhs(t + DP_C[5] * h, tc, ystage, p, rate, K[5], sens)
+    for i in range(L):
+        # DP_A[6, 1] == 0
+        ynew[i] = Y[i] + h * (DP_A[6, 0] * K[0, i] + DP_A[6, 2] * K[2, i] + DP_A[6, 3] * K[3, i]
+                              + DP_A[6, 4] * K[4, i] + DP_A[6, 5] * K[5, i])
+    sys_rhs(t + h, tc, ynew, p, rate, K[6], sens)
+    if not want_stiffness:
+        return 0.0
+    # ||k7 - k6|| / ||y7 - y6||, y6 = the stage-6 argument still held in ystage
     num = 0.0
     den = 0.0
     for i in range(L):
-        acc = 0.0
-        for j in range(5):
-            acc += DP_A[5, j] * K[j, i]
-        y6 = Y[i] + h * acc
         num += (K[6, i] - K[5, i]) ** 2
-        den += (ynew[i] - y6) ** 2
+        den += (ynew[i] - ystage[i]) ** 2
     if den > 0.0:
         return h * math.sqrt(num / den)
     return 0.0
@@ -515,7 +526,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 sys_rhs(t, tc, Y, p, rate, K[0], sens)
                 ist[2] += 1
                 fsal = True
-            hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, sens)
+            hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
             ist[2] += 6
             dopri_error(hs, K, yerr)
             err = err_norm(yerr, Y, ynew, rtol, atol)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -18,13 +19,29 @@ def library_dirs() -> list[Path]:
 
     ``KINETICS_MODEL_PATH`` (os.pathsep-separated) first, then the source tree's
     ``models/`` (editable installs and checkouts), then the ``share/cart-kinetics/models``
-    directory a plain ``pip install .`` writes under the environment prefix.
+    directory a plain ``pip install .`` writes (found from the distribution's file list,
+    or under the environment prefix).
     """
     dirs = [Path(d) for d in os.environ.get("KINETICS_MODEL_PATH", "").split(os.pathsep) if d]
     dirs.append(Path(__file__).resolve().parents[2] / "models")
+    installed = _installed_data_dir()
+    if installed is not None:
+        dirs.append(installed)
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
         dirs.append(Path(prefix) / _DATA_SUBDIR)
-    return [d for d in dirs if d.is_dir()]
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def _installed_data_dir() -> Path | None:
+    """The models folder recorded in the installed distribution's file list (any install scheme)."""
+    try:
+        files = importlib.metadata.distribution("cart-kinetics").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.endswith(".toml") and _DATA_SUBDIR.as_posix() in f.as_posix():
+            return Path(str(f.locate())).resolve().parent
+    return None
 
 
 def library_names() -> list[str]:

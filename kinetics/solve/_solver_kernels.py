@@ -165,7 +165,7 @@ def sens_rhs(t, tc, Y, p, sens, out):
 def sys_rhs(t, tc, Y, p, rate, out, sens):
     """out = dY/dt; rate[n] is the infusion input."""
     m_rhs(t, tc, Y, p, out)  # writes out[:n]
-    for i in range(N_STATES):
+    for i in range(rate.shape[0]):  # rate is empty when the solve has no infusion
         out[i] += rate[i]
     if sens is not None:
         sens_rhs(t, tc, Y, p, sens, out)
@@ -340,13 +340,19 @@ def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
 
 
 @njit(cache=True, error_model='numpy')
-def dopri_error(h, K, err):
-    L = err.shape[0]
-    for i in range(L):
-        acc = 0.0
-        for j in range(7):
-            acc += DP_E[j] * K[j, i]
-        err[i] = h * acc
+def dopri_error_norm(h, K, y0, y1, rtol, atol):
+    """err_norm of the DP5 local error estimate h * sum_j E_j K_j, in one pass."""
+    L = y0.shape[0]
+    n = atol.shape[0]
+    acc = 0.0
+    for b in range(L // n):
+        for j in range(n):
+            i = b * n + j
+            e = h * (DP_E[0] * K[0, i] + DP_E[2] * K[2, i] + DP_E[3] * K[3, i] + DP_E[4] * K[4, i]
+                     + DP_E[5] * K[5, i] + DP_E[6] * K[6, i])
+            v = e / (atol[j] + rtol * max(abs(y0[i]), abs(y1[i])))
+            acc += v * v
+    return math.sqrt(acc / L)
 
 
 @njit(cache=True, error_model='numpy')
@@ -528,8 +534,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 fsal = True
             hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
             ist[2] += 6
-            dopri_error(hs, K, yerr)
-            err = err_norm(yerr, Y, ynew, rtol, atol)
+            err = dopri_error_norm(hs, K, Y, ynew, rtol, atol)
             expo = 0.17
         if not math.isfinite(err):
             ist[1] += 1
@@ -735,8 +740,12 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     piv = np.empty(n, dtype=np.int64)
     ybuf = np.empty(L)
     obuf = np.empty(max(N_OUTPUTS, 1))
-    rate = np.zeros(n)
-    rate_prev = np.zeros(n)
+    n_inf = 0
+    for d in range(dose_time.shape[0]):
+        if dose_dur[d] > 0.0:
+            n_inf += 1
+    rate = np.zeros(n if n_inf > 0 else 0)
+    rate_prev = np.zeros(n if n_inf > 0 else 0)
     fminus = np.empty(L)
     fplus = np.empty(L)
     ev_g = np.empty(1)
@@ -778,7 +787,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
         tb = bp[b + 1] if b + 1 < nb else ta
         tc = 0.5 * (ta + tb) if tb > ta else ta
         # infusion rates active on (ta, tb)
-        for i in range(n):
+        for i in range(rate.shape[0]):
             rate_prev[i] = rate[i]
             rate[i] = 0.0
         for d in range(nd):

@@ -216,7 +216,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
     """
     n = len(pattern)
     nz = [[pattern[i][j] or i == j for j in range(n)] for i in range(n)]
-    factor = ["@njit(inline='always', error_model='numpy')", "def m_w_factor(a):"]
+    factor = ["@njit(cache=True, error_model='numpy')", "def m_w_factor(a):"]
     for k in range(n):
         below = [i for i in range(k + 1, n) if nz[i][k]]
         right = [j for j in range(k + 1, n) if nz[k][j]]
@@ -234,7 +234,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
                 factor.append(f"    a[{i}, {j}] -= l * a[{k}, {j}]")
                 nz[i][j] = True
     factor.append("    return True")
-    solve = ["@njit(inline='always', error_model='numpy')", "def m_w_solve(a, b, off):"]
+    solve = ["@njit(cache=True, error_model='numpy')", "def m_w_solve(a, b, off):"]
     for i in range(n):
         terms = [f" - a[{i}, {j}] * b[off + {j}]" for j in range(i) if nz[i][j]]
         if terms:

@@ -299,33 +299,19 @@ def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
 def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
     """One DP5 step; K[0] must hold f(t, Y) on entry; K[6] = f(t+h, ynew) on exit.
 
-    Stages are written out (not looped over the tableau) so LLVM sees constant
-    coefficients. Returns Hairer's stiffness estimate h*|lambda| (dopri5.f) when
-    ``want_stiffness``, else 0.
+    Returns Hairer's stiffness estimate h*|lambda| (dopri5.f) when ``want_stiffness``,
+    else 0. (A loop over stages, not written out: each written-out stage would inline
+    the model's right-hand side again and cost compile time for no measurable speed.)
     """
     L = Y.shape[0]
-    for i in range(L):
-        ystage[i] = Y[i] + h * (DP_A[1, 0] * K[0, i])
-    sys_rhs(t + DP_C[1] * h, tc, ystage, p, rate, K[1], sens)
-    for i in range(L):
-        ystage[i] = Y[i] + h * (DP_A[2, 0] * K[0, i] + DP_A[2, 1] * K[1, i])
-    sys_rhs(t + DP_C[2] * h, tc, ystage, p, rate, K[2], sens)
-    for i in range(L):
-        ystage[i] = Y[i] + h * (DP_A[3, 0] * K[0, i] + DP_A[3, 1] * K[1, i] + DP_A[3, 2] * K[2, i])
-    sys_rhs(t + DP_C[3] * h, tc, ystage, p, rate, K[3], sens)
-    for i in range(L):
-        ystage[i] = Y[i] + h * (DP_A[4, 0] * K[0, i] + DP_A[4, 1] * K[1, i] + DP_A[4, 2] * K[2, i]
-                                + DP_A[4, 3] * K[3, i])
-    sys_rhs(t + DP_C[4] * h, tc, ystage, p, rate, K[4], sens)
-    for i in range(L):
-        ystage[i] = Y[i] + h * (DP_A[5, 0] * K[0, i] + DP_A[5, 1] * K[1, i] + DP_A[5, 2] * K[2, i]
-                                + DP_A[5, 3] * K[3, i] + DP_A[5, 4] * K[4, i])
-    sys_rhs(t + DP_C[5] * h, tc, ystage, p, rate, K[5], sens)
-    for i in range(L):
-        # DP_A[6, 1] == 0
-        ynew[i] = Y[i] + h * (DP_A[6, 0] * K[0, i] + DP_A[6, 2] * K[2, i] + DP_A[6, 3] * K[3, i]
-                              + DP_A[6, 4] * K[4, i] + DP_A[6, 5] * K[5, i])
-    sys_rhs(t + h, tc, ynew, p, rate, K[6], sens)
+    for s in range(1, 7):
+        out = ynew if s == 6 else ystage
+        for i in range(L):
+            acc = 0.0
+            for j in range(s):
+                acc += DP_A[s, j] * K[j, i]
+            out[i] = Y[i] + h * acc
+        sys_rhs(t + DP_C[s] * h, tc, out, p, rate, K[s], sens)
     if not want_stiffness:
         return 0.0
     # ||k7 - k6|| / ||y7 - y6||, y6 = the stage-6 argument still held in ystage

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,25 @@ def toml_str() -> Callable[[str], str]:
 def model_text() -> Callable[..., str]:
     """Build BASE_MODEL TOML text with changes, see :func:`_model_text`."""
     return _model_text
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError after ``seconds`` instead of hanging (SIGALRM; tests run in the main thread)."""
+
+    def expire(*_: object) -> None:
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="session")
+def time_limit() -> Callable[[float], AbstractContextManager[None]]:
+    """``with time_limit(5): ...`` fails a would-be hang with TimeoutError."""
+    return _time_limit

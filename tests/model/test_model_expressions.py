@@ -201,8 +201,9 @@ def test_refusals(text, problem, syms):
     ids=lambda v: v[:40] if isinstance(v, str) else "",
 )
 def test_sympy_exceptions_become_expression_errors(text, problem, syms):
-    with pytest.raises(ExpressionError, match="not a finite real number"):
+    with pytest.raises(ExpressionError) as err:
         parse(text, syms)
+    assert problem in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -211,10 +212,10 @@ def test_sympy_exceptions_become_expression_errors(text, problem, syms):
      "abs(sin(exp(exp(100))))"],
     ids=["add", "max", "compare", "abs"],
 )
-def test_huge_constants_are_refused_before_sympy_evaluates_them(text, syms):
+def test_huge_constants_are_refused_before_sympy_evaluates_them(text, syms, time_limit):
     # sin of e**(2.7e43) needs ~1e43 bits of precision: sympy hangs on `+ 1`, Max, Lt
     # and Abs of it. The parser rejects exp(exp(100)) first (it overflows a double).
-    with pytest.raises(ExpressionError, match="exp\\(exp\\(100\\)\\)"):
+    with time_limit(5.0), pytest.raises(ExpressionError, match="exp\\(exp\\(100\\)\\)"):
         parse(text, syms)
 
 

@@ -172,6 +172,12 @@ def sys_rhs(t, tc, Y, p, rate, out, sens):
 
 
 @njit(cache=True, error_model='numpy')
+def sys_rhs_call(t, tc, Y, p, rate, out, sens):
+    """:func:`sys_rhs` as an ordinary call, for places off the step loop (each inlined copy costs compile time)."""
+    sys_rhs(t, tc, Y, p, rate, out, sens)
+
+
+@njit(cache=True, error_model='numpy')
 def sens_jac(t, tc, Y, p, sens):
     """ablk[k] = d(J s_k + df/dp_k)/dy, the sub-diagonal blocks of the augmented Jacobian."""
     n = N_STATES
@@ -259,7 +265,7 @@ def err_norm(err, y0, y1, rtol, atol):
 def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
     """Hairer's starting step-size heuristic (Solving ODEs I, II.4)."""
     L = Y.shape[0]
-    sys_rhs(t, tc, Y, p, rate, f0, sens)
+    sys_rhs_call(t, tc, Y, p, rate, f0, sens)
     ist[2] += 1
     n = atol.shape[0]
     d0 = 0.0
@@ -277,7 +283,7 @@ def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
     h0 = min(h0, hmax)
     for i in range(L):
         y1[i] = Y[i] + h0 * f0[i]
-    sys_rhs(t + h0, tc, y1, p, rate, f1, sens)
+    sys_rhs_call(t + h0, tc, y1, p, rate, f1, sens)
     ist[2] += 1
     d2 = 0.0
     for i in range(L):
@@ -515,7 +521,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             expo = 0.2
         else:
             if not fsal:
-                sys_rhs(t, tc, Y, p, rate, K[0], sens)
+                sys_rhs_call(t, tc, Y, p, rate, K[0], sens)
                 ist[2] += 1
                 fsal = True
             hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
@@ -647,8 +653,8 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time,
     if b > 0:
         for w in range(N_SWITCHES):
             if sw[w] == ta:
-                sys_rhs(ta, tc_prev, Y, p, rate_prev, fminus, None)
-                sys_rhs(ta, tc, Y, p, rate, fplus, None)
+                sys_rhs_call(ta, tc_prev, Y, p, rate_prev, fminus, None)
+                sys_rhs_call(ta, tc, Y, p, rate, fplus, None)
                 for k in range(sdir.shape[0]):
                     kk = sdir[k]
                     if kk < N_PARAMS and sw_dp[w, kk] != 0.0:

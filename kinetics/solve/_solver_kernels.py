@@ -145,19 +145,26 @@ def lu_solve(lu, piv, b, off):
 @njit(cache=True, error_model='numpy')
 def sens_rhs(t, tc, Y, p, sens, out):
     """out[n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
-    n = N_STATES
     sdir, rate_dp, jw, fpw = sens[0], sens[1], sens[2], sens[3]
     m_jac(t, tc, Y, p, jw)
     m_dfdp(t, tc, Y, p, fpw)
+    fpw += rate_dp
+    sens_blocks(jw, fpw, Y, sdir, out)
+
+
+@njit(cache=True, error_model='numpy')
+def sens_blocks(a, f, Y, sdir, out):
+    """out[n(1+k) + i] = sum_j a[i, j] s_k[j] + f[i, sdir[k]] (the f term for parameter directions only)."""
+    n = N_STATES
     for k in range(sdir.shape[0]):
         off = n * (1 + k)
         kk = sdir[k]
         for i in range(n):
             acc = 0.0
             for j in range(n):
-                acc += jw[i, j] * Y[off + j]
+                acc += a[i, j] * Y[off + j]
             if kk < N_PARAMS:
-                acc += fpw[i, kk] + rate_dp[i, kk]
+                acc += f[i, kk]
             out[off + i] = acc
 
 
@@ -196,22 +203,12 @@ def sens_jac(t, tc, Y, p, sens):
 @njit(cache=True, error_model='numpy')
 def sys_dfdt(t, tc, Y, p, out, sens):
     """out = dF/dt of the integrated system (only called for non-autonomous models)."""
-    n = N_STATES
     m_dfdt(t, tc, Y, p, out)
     if sens is not None:
         sdir, jtw, fptw = sens[0], sens[6], sens[7]
         m_djac_dt(t, tc, Y, p, jtw)
         m_dfdp_dt(t, tc, Y, p, fptw)
-        for k in range(sdir.shape[0]):
-            off = n * (1 + k)
-            kk = sdir[k]
-            for i in range(n):
-                acc = 0.0
-                for j in range(n):
-                    acc += jtw[i, j] * Y[off + j]
-                if kk < N_PARAMS:
-                    acc += fptw[i, kk]
-                out[off + i] = acc
+        sens_blocks(jtw, fptw, Y, sdir, out)
 
 
 @njit(inline='always', error_model='numpy')

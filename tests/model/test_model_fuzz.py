@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from kinetics.errors import ExpressionError, ModelFileError
 from kinetics.model import TIME, Model, parse_expression, parse_model_text, read_model_file
+from tests.model.conftest import _toml_str
 
 SYMBOL_NAMES = ("x", "y", "k", "Tmax")
 SYMS = {**{n: sp.Symbol(n, real=True) for n in SYMBOL_NAMES}, "t": TIME}
@@ -212,16 +213,7 @@ def test_generated_math_parses_or_raises_expression_error(text):
 
 
 # -- b. random TOML documents and bytes ------------------------------------------------------
-def toml_str(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+toml_str = _toml_str  # one TOML string quoter, shared with the fixtures
 
 
 def toml_value(v) -> str:

@@ -11,7 +11,7 @@ evaluated (the midpoint of the current segment, so a switch is never straddled):
 ==================  ============================================  =========================
 function            arguments                                      writes
 ==================  ============================================  =========================
-m_rhs               t, tc, y[n], p[np], out[n]                     dy/dt
+m_rhs               t, tc, y[n], p[np], out[:, L], r               out[r, :n] = dy/dt
 m_jac               t, tc, y, p, out[n, n]                         d rhs_i / d y_j
 m_dfdt              t, tc, y, p, out[n]                            d rhs / d t
 m_dfdp              t, tc, y, p, out[n, np]                        d rhs_i / d p_k
@@ -154,7 +154,7 @@ def generate_model_source(model: Model) -> str:
 
     rhs_args = "t, tc, y, p, out"
     parts = [
-        _emit("m_rhs", rhs_args, [(f"out[{i}]", e) for i, e in enumerate(f)], pr, inline=True),
+        _emit("m_rhs", "t, tc, y, p, out, r", [(f"out[r, {i}]", e) for i, e in enumerate(f)], pr, inline=True),
         _emit("m_jac", rhs_args, [(f"out[{i}, {j}]", jac[i][j]) for i in range(n) for j in range(n)], pr,
               zero=["out"]),
         _emit("m_dfdt", rhs_args, [(f"out[{i}]", sp.diff(fi, TIME)) for i, fi in enumerate(f)], pr),
@@ -211,8 +211,8 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
     elimination's fill-in is worked out here, so the generated code touches only entries
     that can be non-zero. ``m_w_factor(a)`` factors ``a`` (n, n) in place, storing the
     reciprocal of each pivot on the diagonal, and returns False (leaving ``a`` partly
-    overwritten) when a pivot fails the threshold test; ``m_w_solve(a, b, off)`` then
-    solves for ``b[off:off+n]`` in place.
+    overwritten) when a pivot fails the threshold test; ``m_w_solve(a, b, r, off)`` then
+    solves for ``b[r, off:off+n]`` in place.
     """
     n = len(pattern)
     nz = [[pattern[i][j] or i == j for j in range(n)] for i in range(n)]
@@ -234,14 +234,14 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
                 factor.append(f"    a[{i}, {j}] -= l * a[{k}, {j}]")
                 nz[i][j] = True
     factor.append("    return True")
-    solve = ["@njit(cache=True, error_model='numpy')", "def m_w_solve(a, b, off):"]
+    solve = ["@njit(cache=True, error_model='numpy')", "def m_w_solve(a, b, r, off):"]
     for i in range(n):
-        terms = [f" - a[{i}, {j}] * b[off + {j}]" for j in range(i) if nz[i][j]]
+        terms = [f" - a[{i}, {j}] * b[r, off + {j}]" for j in range(i) if nz[i][j]]
         if terms:
-            solve.append(f"    b[off + {i}] = b[off + {i}]" + "".join(terms))
+            solve.append(f"    b[r, off + {i}] = b[r, off + {i}]" + "".join(terms))
     for i in reversed(range(n)):
-        terms = [f" - a[{i}, {j}] * b[off + {j}]" for j in range(i + 1, n) if nz[i][j]]
-        solve.append(f"    b[off + {i}] = (b[off + {i}]" + "".join(terms) + f") * a[{i}, {i}]")
+        terms = [f" - a[{i}, {j}] * b[r, off + {j}]" for j in range(i + 1, n) if nz[i][j]]
+        solve.append(f"    b[r, off + {i}] = (b[r, off + {i}]" + "".join(terms) + f") * a[{i}, {i}]")
     return "\n".join(factor) + "\n\n\n" + "\n".join(solve) + "\n"
 
 

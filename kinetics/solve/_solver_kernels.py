@@ -115,46 +115,49 @@ def lu_factor(a, piv):
 
 
 @njit(cache=True, error_model='numpy')
-def lu_solve(lu, piv, b, off):
-    """Solve in place for b[off:off+n] with the factors of :func:`lu_factor`."""
+def lu_solve(lu, piv, b, r, off):
+    """Solve in place for b[r, off:off+n] with the factors of :func:`lu_factor`."""
     n = lu.shape[0]
     for k in range(n):
         p = piv[k]
         if p != k:
-            tmp = b[off + k]
-            b[off + k] = b[off + p]
-            b[off + p] = tmp
+            tmp = b[r, off + k]
+            b[r, off + k] = b[r, off + p]
+            b[r, off + p] = tmp
     for i in range(n):
-        s = b[off + i]
+        s = b[r, off + i]
         for j in range(i):
-            s -= lu[i, j] * b[off + j]
-        b[off + i] = s
+            s -= lu[i, j] * b[r, off + j]
+        b[r, off + i] = s
     for i in range(n - 1, -1, -1):
-        s = b[off + i]
+        s = b[r, off + i]
         for j in range(i + 1, n):
-            s -= lu[i, j] * b[off + j]
-        b[off + i] = s / lu[i, i]
+            s -= lu[i, j] * b[r, off + j]
+        b[r, off + i] = s / lu[i, i]
 
 
 # --- the integrated system: states plus optional sensitivities -----------------
+# Right-hand sides and linear solves write into a row ``r`` of a 2-D stage array
+# (out[r, :]) rather than into a slice: a slice is a new array view, and each view
+# costs numba two atomic reference-count operations, ~1/3 of an explicit step here.
 # ``sens`` is None for a plain solve -- numba then compiles a specialisation with
 # every sensitivity branch removed (an untaken branch holding calls still costs
 # ~70 ns per rhs evaluation) -- or the tuple
 # (sdir[M], rate_dp[n, np], jw[n, n], fpw[n, np], ablk[M, n, n], bw[np, n, n], jtw[n, n], fptw[n, np],
 #  scale_dp[max(nd,1), np], sw_dp[max(ns,1), np]) -- the last two filled once per solve by initial_vector.
 @njit(cache=True, error_model='numpy')
-def sens_rhs(t, tc, Y, p, sens, out):
-    """out[n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
+def sens_rhs(t, tc, Y, p, sens, out, r):
+    """out[r, n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
     sdir, rate_dp, jw, fpw = sens[0], sens[1], sens[2], sens[3]
     m_jac(t, tc, Y, p, jw)
     m_dfdp(t, tc, Y, p, fpw)
     fpw += rate_dp
-    sens_blocks(jw, fpw, Y, sdir, out)
+    sens_blocks(jw, fpw, Y, sdir, out, r)
 
 
 @njit(cache=True, error_model='numpy')
-def sens_blocks(a, f, Y, sdir, out):
-    """out[n(1+k) + i] = sum_j a[i, j] s_k[j] + f[i, sdir[k]] (the f term for parameter directions only)."""
+def sens_blocks(a, f, Y, sdir, out, r):
+    """out[r, n(1+k) + i] = sum_j a[i, j] s_k[j] + f[i, sdir[k]] (the f term for parameter directions only)."""
     n = N_STATES
     for k in range(sdir.shape[0]):
         off = n * (1 + k)
@@ -165,23 +168,23 @@ def sens_blocks(a, f, Y, sdir, out):
                 acc += a[i, j] * Y[off + j]
             if kk < N_PARAMS:
                 acc += f[i, kk]
-            out[off + i] = acc
+            out[r, off + i] = acc
 
 
 @njit(inline='always', error_model='numpy')
-def sys_rhs(t, tc, Y, p, rate, out, sens):
-    """out = dY/dt; rate[n] is the infusion input."""
-    m_rhs(t, tc, Y, p, out)  # writes out[:n]
+def sys_rhs(t, tc, Y, p, rate, out, r, sens):
+    """out[r, :] = dY/dt; rate[n] is the infusion input."""
+    m_rhs(t, tc, Y, p, out, r)  # writes out[r, :n]
     for i in range(rate.shape[0]):  # rate is empty when the solve has no infusion
-        out[i] += rate[i]
+        out[r, i] += rate[i]
     if sens is not None:
-        sens_rhs(t, tc, Y, p, sens, out)
+        sens_rhs(t, tc, Y, p, sens, out, r)
 
 
 @njit(cache=True, error_model='numpy')
-def sys_rhs_call(t, tc, Y, p, rate, out, sens):
+def sys_rhs_call(t, tc, Y, p, rate, out, r, sens):
     """:func:`sys_rhs` as an ordinary call, for places off the step loop (each inlined copy costs compile time)."""
-    sys_rhs(t, tc, Y, p, rate, out, sens)
+    sys_rhs(t, tc, Y, p, rate, out, r, sens)
 
 
 @njit(cache=True, error_model='numpy')
@@ -202,26 +205,26 @@ def sens_jac(t, tc, Y, p, sens):
 
 @njit(cache=True, error_model='numpy')
 def sys_dfdt(t, tc, Y, p, out, sens):
-    """out = dF/dt of the integrated system (only called for non-autonomous models)."""
-    m_dfdt(t, tc, Y, p, out)
+    """out[0, :] = dF/dt of the integrated system (only called for non-autonomous models)."""
+    m_dfdt(t, tc, Y, p, out[0])
     if sens is not None:
         sdir, jtw, fptw = sens[0], sens[6], sens[7]
         m_djac_dt(t, tc, Y, p, jtw)
         m_dfdp_dt(t, tc, Y, p, fptw)
-        sens_blocks(jtw, fptw, Y, sdir, out)
+        sens_blocks(jtw, fptw, Y, sdir, out, 0)
 
 
 @njit(inline='always', error_model='numpy')
-def w_solve(lu, piv, sparse, b, off):
-    """Solve W x = b[off:off+n] in place with the factors of m_w_factor (sparse) or lu_factor."""
+def w_solve(lu, piv, sparse, b, r, off):
+    """Solve W x = b[r, off:off+n] in place with the factors of m_w_factor (sparse) or lu_factor."""
     if sparse:
-        m_w_solve(lu, b, off)
+        m_w_solve(lu, b, r, off)
     else:
-        lu_solve(lu, piv, b, off)
+        lu_solve(lu, piv, b, r, off)
 
 
 @njit(cache=True, error_model='numpy')
-def sens_solve(lu, piv, sparse, b, sens):
+def sens_solve(lu, piv, sparse, b, r, sens):
     """Forward substitution for the sensitivity blocks (block lower-triangular W_aug)."""
     n = N_STATES
     ablk = sens[4]
@@ -230,17 +233,17 @@ def sens_solve(lu, piv, sparse, b, sens):
         for i in range(n):
             acc = 0.0
             for j in range(n):
-                acc += ablk[k, i, j] * b[j]
-            b[off + i] += acc
-        w_solve(lu, piv, sparse, b, off)
+                acc += ablk[k, i, j] * b[r, j]
+            b[r, off + i] += acc
+        w_solve(lu, piv, sparse, b, r, off)
 
 
 @njit(inline='always', error_model='numpy')
-def sys_solve(lu, piv, sparse, b, sens):
-    """Solve (I/(h gamma) - J_aug) x = b in place."""
-    w_solve(lu, piv, sparse, b, 0)
+def sys_solve(lu, piv, sparse, b, r, sens):
+    """Solve (I/(h gamma) - J_aug) x = b[r, :] in place."""
+    w_solve(lu, piv, sparse, b, r, 0)
     if sens is not None:
-        sens_solve(lu, piv, sparse, b, sens)
+        sens_solve(lu, piv, sparse, b, r, sens)
 
 
 @njit(cache=True, error_model='numpy')
@@ -259,10 +262,10 @@ def err_norm(err, y0, y1, rtol, atol):
 
 
 @njit(cache=True, error_model='numpy')
-def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
+def initial_step(t, tc, Y, p, rate, f, y1, rtol, atol, hmax, ist, sens):
     """Hairer's starting step-size heuristic (Solving ODEs I, II.4)."""
     L = Y.shape[0]
-    sys_rhs_call(t, tc, Y, p, rate, f0, sens)
+    sys_rhs_call(t, tc, Y, p, rate, f, 0, sens)
     ist[2] += 1
     n = atol.shape[0]
     d0 = 0.0
@@ -270,7 +273,7 @@ def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
     for i in range(L):
         sc = atol[i % n] + rtol * abs(Y[i])
         d0 += (Y[i] / sc) ** 2
-        d1 += (f0[i] / sc) ** 2
+        d1 += (f[0, i] / sc) ** 2
     d0 = math.sqrt(d0 / L)
     d1 = math.sqrt(d1 / L)
     if d0 < 1e-5 or d1 < 1e-5:
@@ -279,13 +282,13 @@ def initial_step(t, tc, Y, p, rate, f0, y1, f1, rtol, atol, hmax, ist, sens):
         h0 = 0.01 * d0 / d1
     h0 = min(h0, hmax)
     for i in range(L):
-        y1[i] = Y[i] + h0 * f0[i]
-    sys_rhs_call(t + h0, tc, y1, p, rate, f1, sens)
+        y1[i] = Y[i] + h0 * f[0, i]
+    sys_rhs_call(t + h0, tc, y1, p, rate, f, 1, sens)
     ist[2] += 1
     d2 = 0.0
     for i in range(L):
         sc = atol[i % n] + rtol * abs(Y[i])
-        d2 += ((f1[i] - f0[i]) / sc) ** 2
+        d2 += ((f[1, i] - f[0, i]) / sc) ** 2
     d2 = math.sqrt(d2 / L) / h0
     dm = max(d1, d2)
     if not math.isfinite(dm):
@@ -314,7 +317,7 @@ def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
             for j in range(s):
                 acc += DP_A[s, j] * K[j, i]
             out[i] = Y[i] + h * acc
-        sys_rhs(t + DP_C[s] * h, tc, out, p, rate, K[s], sens)
+        sys_rhs(t + DP_C[s] * h, tc, out, p, rate, K, s, sens)
     if not want_stiffness:
         return 0.0
     # ||k7 - k6|| / ||y7 - y6||, y6 = the stage-6 argument still held in ystage
@@ -358,7 +361,7 @@ def dopri_dense(theta, h, Y0, K, out, lo, hi):
 
 
 @njit(cache=True, error_model='numpy')
-def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, fw, dT, jw, wmat, piv, ist, sens):
+def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens):
     """One Rodas5P step (stages in Kr[s]); returns False if the W matrix is singular."""
     n = N_STATES
     L = Y.shape[0]
@@ -389,17 +392,17 @@ def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, fw, dT, jw, wmat, piv, ist, se
             for j in range(s):
                 acc += R_A[s, j] * Kr[j, i]
             u[i] = Y[i] + acc
-        sys_rhs(t + R_CN[s] * h, tc, u, p, rate, fw, sens)
+        sys_rhs(t + R_CN[s] * h, tc, u, p, rate, Kr, s, sens)  # f(u) into row s, then add the C terms
         ist[2] += 1
         dh = R_D[s] * h
         for i in range(L):
             acc = 0.0
             for j in range(s):
                 acc += R_C[s, j] * Kr[j, i]
-            Kr[s, i] = fw[i] + acc / h
+            Kr[s, i] += acc / h
             if not AUTONOMOUS:
-                Kr[s, i] += dh * dT[i]
-        sys_solve(wmat, piv, sparse, Kr[s], sens)
+                Kr[s, i] += dh * dT[0, i]
+        sys_solve(wmat, piv, sparse, Kr, s, sens)
     for i in range(L):
         ynew[i] = u[i] + Kr[RS - 1, i]
     return True
@@ -473,7 +476,7 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
 # --- integrate one segment without discontinuities -------------------------------------
 @njit(cache=True, error_model='numpy')
 def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out, ev_level, ev_dir,
-                      ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
+                      ev_after, ev_g, K, Kr, ynew, yerr, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
     """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
 
     ``ev_g[0]`` carries the event function's last value (nan before ``ev_after``).
@@ -508,7 +511,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             hs = h
         method = ist[6]
         if method == METHOD_RODAS5P:
-            ok = rodas_step(t, tc, hs, Y, p, rate, Kr, ynew, u, fw, dT, jw, wmat, piv, ist, sens)
+            ok = rodas_step(t, tc, hs, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens)
             if not ok:
                 err = math.inf
             else:
@@ -518,7 +521,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             expo = 0.2
         else:
             if not fsal:
-                sys_rhs_call(t, tc, Y, p, rate, K[0], sens)
+                sys_rhs_call(t, tc, Y, p, rate, K, 0, sens)
                 ist[2] += 1
                 fsal = True
             hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
@@ -638,7 +641,7 @@ def sort_unique(a, n):
 
 @njit(cache=True, error_model='numpy')
 def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time, dose_amt, dose_dur,
-                       dose_tgt, dose_state, tb, fminus, fplus, sens):
+                       dose_tgt, dose_state, tb, fpm, sens):
     """At a segment start: sensitivity jumps at parameter-dependent switches, and d(infusion rate)/dp.
 
     The jump is s+ = s- + (f- - f+) d(tau)/dp, with f evaluated on each side of the switch tau.
@@ -650,14 +653,14 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time,
     if b > 0:
         for w in range(N_SWITCHES):
             if sw[w] == ta:
-                sys_rhs_call(ta, tc_prev, Y, p, rate_prev, fminus, None)
-                sys_rhs_call(ta, tc, Y, p, rate, fplus, None)
+                sys_rhs_call(ta, tc_prev, Y, p, rate_prev, fpm, 0, None)  # f- in row 0
+                sys_rhs_call(ta, tc, Y, p, rate, fpm, 1, None)  # f+ in row 1
                 for k in range(sdir.shape[0]):
                     kk = sdir[k]
                     if kk < N_PARAMS and sw_dp[w, kk] != 0.0:
                         off = n * (1 + k)
                         for i in range(n):
-                            Y[off + i] += (fminus[i] - fplus[i]) * sw_dp[w, kk]
+                            Y[off + i] += (fpm[0, i] - fpm[1, i]) * sw_dp[w, kk]
     rate_dp[:, :] = 0.0
     for d in range(dose_time.shape[0]):
         if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
@@ -721,9 +724,8 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     ynew = np.empty(L)
     yerr = np.empty(L)
     u = np.empty(L)
-    fw = np.empty(L)
-    dT = np.empty(L)
-    f1 = np.empty(L)
+    fw = np.empty((2, L))  # right-hand sides: initial step size, switch jumps (rows f-, f+)
+    dT = np.zeros((1, L))
     jw = np.empty((n, n))
     wmat = np.empty((n, n))
     piv = np.empty(n, dtype=np.int64)
@@ -735,8 +737,6 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
             n_inf += 1
     rate = np.zeros(n if n_inf > 0 else 0)
     rate_prev = np.zeros(n if n_inf > 0 else 0)
-    fminus = np.empty(L)
-    fplus = np.empty(L)
     ev_g = np.empty(1)
     ev_g[0] = math.nan
     scale = np.empty(max(N_DOSE_TARGETS, 1))
@@ -783,7 +783,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
             if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
                 rate[dose_state[d]] += dose_amt[d] * scale[dose_tgt[d]] / dose_dur[d]
         sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time, dose_amt,
-                           dose_dur, dose_tgt, dose_state, tb, fminus, fplus, sens)
+                           dose_dur, dose_tgt, dose_state, tb, fw, sens)
         # bolus doses at ta
         jumped = False
         for d in range(nd):
@@ -807,9 +807,9 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
             break
         hmax = tb - ta
         if h <= 0.0 or jumped:
-            h = initial_step(ta, tc, Y, p, rate, fw, ybuf, f1, rtol, atol, hmax, ist, sens)
+            h = initial_step(ta, tc, Y, p, rate, fw, ybuf, rtol, atol, hmax, ist, sens)
         io, h = integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out,
-                                  ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, fw, dT, jw, wmat, piv,
+                                  ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, dT, jw, wmat, piv,
                                   ybuf, obuf, ist, fst, sens)
         if ist[5] != STATUS_SUCCESS or ist[7] == 1:
             break

@@ -110,7 +110,7 @@ def _emit(name: str, args: str, targets: Sequence[tuple[str, sp.Expr]], printer:
     every target is written (so the output may be a longer array, e.g. ``Y[:n]``).
     """
     nonzero = [(lhs, e) for lhs, e in targets if not (zero and e.is_number and e == 0)]
-    deco = "@njit(inline='always', error_model='numpy')" if inline else "@njit(cache=True, error_model='numpy')"
+    deco = "@njit(inline='always', error_model='numpy')" if inline else "@njit(error_model='numpy')"
     lines = [deco, f"def {name}({args}):"]
     for arr in zero:
         lines.append(f"    {arr}[...] = 0.0")
@@ -216,7 +216,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
     """
     n = len(pattern)
     nz = [[pattern[i][j] or i == j for j in range(n)] for i in range(n)]
-    factor = ["@njit(cache=True, error_model='numpy')", "def m_w_factor(a):"]
+    factor = ["@njit(error_model='numpy')", "def m_w_factor(a):"]
     for k in range(n):
         below = [i for i in range(k + 1, n) if nz[i][k]]
         right = [j for j in range(k + 1, n) if nz[k][j]]
@@ -234,7 +234,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
                 factor.append(f"    a[{i}, {j}] -= l * a[{k}, {j}]")
                 nz[i][j] = True
     factor.append("    return True")
-    solve = ["@njit(cache=True, error_model='numpy')", "def m_w_solve(a, b, r, off):"]
+    solve = ["@njit(error_model='numpy')", "def m_w_solve(a, b, r, off):"]
     for i in range(n):
         terms = [f" - a[{i}, {j}] * b[r, off + {j}]" for j in range(i) if nz[i][j]]
         if terms:

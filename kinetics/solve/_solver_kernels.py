@@ -15,6 +15,12 @@ Methods
 * ``METHOD_AUTO`` starts explicit and hands over to Rodas5P for the rest of the
   solve when the explicit method detects stiffness.
 
+Compilation: only the entry points (``simulate_kernel``, ``simulate_batch_kernel``)
+are cached on disk (their cache entries hold every function they call); caching
+each helper too would serialise the same code again at every level. Helpers never
+take literal constants that vary between call sites (numba would compile one
+version per literal).
+
 Array layouts (numba ignores type hints)
 ----------------------------------------
 n = N_STATES, np = N_PARAMS, M = number of sensitivity directions, L = n*(1+M).
@@ -84,7 +90,7 @@ R_H = np.array(_ros.H)
 
 
 # --- dense linear algebra -------------------------------------------------------
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def lu_factor(a, piv):
     """In-place LU with partial pivoting (LAPACK getrf layout); 1 if singular."""
     n = a.shape[0]
@@ -114,7 +120,7 @@ def lu_factor(a, piv):
     return 0
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def lu_solve(lu, piv, b, r, off):
     """Solve in place for b[r, off:off+n] with the factors of :func:`lu_factor`."""
     n = lu.shape[0]
@@ -145,7 +151,7 @@ def lu_solve(lu, piv, b, r, off):
 # ~70 ns per rhs evaluation) -- or the tuple
 # (sdir[M], rate_dp[n, np], jw[n, n], fpw[n, np], ablk[M, n, n], bw[np, n, n], jtw[n, n], fptw[n, np],
 #  scale_dp[max(nd,1), np], sw_dp[max(ns,1), np]) -- the last two filled once per solve by initial_vector.
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sens_rhs(t, tc, Y, p, sens, out, r):
     """out[r, n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
     sdir, rate_dp, jw, fpw = sens[0], sens[1], sens[2], sens[3]
@@ -155,7 +161,7 @@ def sens_rhs(t, tc, Y, p, sens, out, r):
     sens_blocks(jw, fpw, Y, sdir, out, r)
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sens_blocks(a, f, Y, sdir, out, r):
     """out[r, n(1+k) + i] = sum_j a[i, j] s_k[j] + f[i, sdir[k]] (the f term for parameter directions only)."""
     n = N_STATES
@@ -181,13 +187,15 @@ def sys_rhs(t, tc, Y, p, rate, out, r, sens):
         sens_rhs(t, tc, Y, p, sens, out, r)
 
 
-@njit(cache=True, error_model='numpy')
-def sys_rhs_call(t, tc, Y, p, rate, out, r, sens):
-    """:func:`sys_rhs` as an ordinary call, for places off the step loop (each inlined copy costs compile time)."""
-    sys_rhs(t, tc, Y, p, rate, out, r, sens)
+@njit(error_model='numpy')
+def sys_rhs_call(t, tc, Y, p, rate, out, sens):
+    """:func:`sys_rhs` into row 0 of ``out``, as an ordinary call for places off the step loop (each
+    inlined copy costs compile time; a row argument is not taken because numba would compile one
+    version per literal row number)."""
+    sys_rhs(t, tc, Y, p, rate, out, 0, sens)
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sens_jac(t, tc, Y, p, sens):
     """ablk[k] = d(J s_k + df/dp_k)/dy, the sub-diagonal blocks of the augmented Jacobian."""
     n = N_STATES
@@ -203,7 +211,7 @@ def sens_jac(t, tc, Y, p, sens):
                     ablk[k, i, j] += bw[kk, i, j]
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sys_dfdt(t, tc, Y, p, out, sens):
     """out[0, :] = dF/dt of the integrated system (only called for non-autonomous models)."""
     m_dfdt(t, tc, Y, p, out[0])
@@ -223,7 +231,7 @@ def w_solve(lu, piv, sparse, b, r, off):
         lu_solve(lu, piv, b, r, off)
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sens_solve(lu, piv, sparse, b, r, sens):
     """Forward substitution for the sensitivity blocks (block lower-triangular W_aug)."""
     n = N_STATES
@@ -246,7 +254,7 @@ def sys_solve(lu, piv, sparse, b, r, sens):
         sens_solve(lu, piv, sparse, b, r, sens)
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def err_norm(err, y0, y1, rtol, atol):
     """RMS norm of err / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state."""
     L = err.shape[0]
@@ -261,11 +269,11 @@ def err_norm(err, y0, y1, rtol, atol):
     return math.sqrt(acc / L)
 
 
-@njit(cache=True, error_model='numpy')
-def initial_step(t, tc, Y, p, rate, f, y1, rtol, atol, hmax, ist, sens):
+@njit(error_model='numpy')
+def initial_step(t, tc, Y, p, rate, f0, f1, y1, rtol, atol, hmax, ist, sens):
     """Hairer's starting step-size heuristic (Solving ODEs I, II.4)."""
     L = Y.shape[0]
-    sys_rhs_call(t, tc, Y, p, rate, f, 0, sens)
+    sys_rhs_call(t, tc, Y, p, rate, f0, sens)
     ist[2] += 1
     n = atol.shape[0]
     d0 = 0.0
@@ -273,7 +281,7 @@ def initial_step(t, tc, Y, p, rate, f, y1, rtol, atol, hmax, ist, sens):
     for i in range(L):
         sc = atol[i % n] + rtol * abs(Y[i])
         d0 += (Y[i] / sc) ** 2
-        d1 += (f[0, i] / sc) ** 2
+        d1 += (f0[0, i] / sc) ** 2
     d0 = math.sqrt(d0 / L)
     d1 = math.sqrt(d1 / L)
     if d0 < 1e-5 or d1 < 1e-5:
@@ -282,13 +290,13 @@ def initial_step(t, tc, Y, p, rate, f, y1, rtol, atol, hmax, ist, sens):
         h0 = 0.01 * d0 / d1
     h0 = min(h0, hmax)
     for i in range(L):
-        y1[i] = Y[i] + h0 * f[0, i]
-    sys_rhs_call(t + h0, tc, y1, p, rate, f, 1, sens)
+        y1[i] = Y[i] + h0 * f0[0, i]
+    sys_rhs_call(t + h0, tc, y1, p, rate, f1, sens)
     ist[2] += 1
     d2 = 0.0
     for i in range(L):
         sc = atol[i % n] + rtol * abs(Y[i])
-        d2 += ((f[1, i] - f[0, i]) / sc) ** 2
+        d2 += ((f1[0, i] - f0[0, i]) / sc) ** 2
     d2 = math.sqrt(d2 / L) / h0
     dm = max(d1, d2)
     if not math.isfinite(dm):
@@ -301,7 +309,7 @@ def initial_step(t, tc, Y, p, rate, f, y1, rtol, atol, hmax, ist, sens):
 
 
 # --- one step of each method --------------------------------------------------------
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
     """One DP5 step; K[0] must hold f(t, Y) on entry; K[6] = f(t+h, ynew) on exit.
 
@@ -331,7 +339,7 @@ def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
     return 0.0
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def dopri_error_norm(h, K, y0, y1, rtol, atol):
     """err_norm of the DP5 local error estimate h * sum_j E_j K_j, in one pass."""
     L = y0.shape[0]
@@ -347,20 +355,20 @@ def dopri_error_norm(h, K, y0, y1, rtol, atol):
     return math.sqrt(acc / L)
 
 
-@njit(cache=True, error_model='numpy')
-def dopri_dense(theta, h, Y0, K, out, lo, hi):
-    """out[i] = y(t + theta h)_i for i in [lo, hi)."""
+@njit(error_model='numpy')
+def dopri_dense(theta, h, Y0, K, out):
+    """out[i] = y(t + theta h)_i for i < len(out)."""
     t2 = theta * theta
     t3 = t2 * theta
     t4 = t3 * theta
-    for i in range(lo, hi):
+    for i in range(out.shape[0]):
         acc = 0.0
         for j in range(7):
             acc += K[j, i] * (DP_P[j, 0] * theta + DP_P[j, 1] * t2 + DP_P[j, 2] * t3 + DP_P[j, 3] * t4)
-        out[i - lo] = Y0[i] + h * acc
+        out[i] = Y0[i] + h * acc
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens):
     """One Rodas5P step (stages in Kr[s]); returns False if the W matrix is singular."""
     n = N_STATES
@@ -408,10 +416,10 @@ def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens):
     return True
 
 
-@njit(cache=True, error_model='numpy')
-def rodas_dense(theta, Y0, Y1, Kr, out, lo, hi):
-    """Rodas5P 4th-order continuous extension for components [lo, hi)."""
-    for i in range(lo, hi):
+@njit(error_model='numpy')
+def rodas_dense(theta, Y0, Y1, Kr, out):
+    """Rodas5P 4th-order continuous extension for components i < len(out)."""
+    for i in range(out.shape[0]):
         k0 = 0.0
         k1 = 0.0
         k2 = 0.0
@@ -419,24 +427,25 @@ def rodas_dense(theta, Y0, Y1, Kr, out, lo, hi):
             k0 += R_H[0, j] * Kr[j, i]
             k1 += R_H[1, j] * Kr[j, i]
             k2 += R_H[2, j] * Kr[j, i]
-        out[i - lo] = (1.0 - theta) * Y0[i] + theta * (Y1[i] + (1.0 - theta) * (k0 + theta * (k1 + theta * k2)))
+        out[i] = (1.0 - theta) * Y0[i] + theta * (Y1[i] + (1.0 - theta) * (k0 + theta * (k1 + theta * k2)))
 
 
-@njit(cache=True, error_model='numpy')
-def dense_eval(method, theta, h, Y0, Y1, K, Kr, out, lo, hi):
+@njit(error_model='numpy')
+def dense_eval(method, theta, h, Y0, Y1, K, Kr, out):
+    """The current method's dense output at t + theta h into out (all of Y's components)."""
     if method == METHOD_RODAS5P:
-        rodas_dense(theta, Y0, Y1, Kr, out, lo, hi)
+        rodas_dense(theta, Y0, Y1, Kr, out)
     else:
-        dopri_dense(theta, h, Y0, K, out, lo, hi)
+        dopri_dense(theta, h, Y0, K, out)
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def event_value(t, Yv, p, ev_out, ev_level, obuf):
     m_out(t, Yv, p, obuf)
     return obuf[ev_out] - ev_level
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def crosses(g0, g1, ev_dir):
     """True if g goes from g0 to g1 through zero in the requested direction."""
     if ev_dir >= 0 and g0 < 0.0 and g1 >= 0.0:
@@ -446,7 +455,7 @@ def crosses(g0, g1, ev_dir):
     return False
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a, g_a, th_b, g_b, ybuf, obuf):
     """Illinois regula falsi on the dense output between theta a and b; returns the time."""
     side = 0
@@ -456,7 +465,7 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
         th = th_a - g_a * (th_b - th_a) / (g_b - g_a) if g_b != g_a else 0.5 * (th_a + th_b)
         if not (th_a < th < th_b):
             th = 0.5 * (th_a + th_b)
-        dense_eval(method, th, h, Y0, Y1, K, Kr, ybuf, 0, N_STATES)
+        dense_eval(method, th, h, Y0, Y1, K, Kr, ybuf)
         g = event_value(t + th * h, ybuf, p, ev_out, ev_level, obuf)
         if crosses(g_a, g, ev_dir) or (g == 0.0):
             th_b = th
@@ -474,7 +483,7 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
 
 
 # --- integrate one segment without discontinuities -------------------------------------
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out, ev_level, ev_dir,
                       ev_after, ev_g, K, Kr, ynew, yerr, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
     """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
@@ -521,7 +530,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             expo = 0.2
         else:
             if not fsal:
-                sys_rhs_call(t, tc, Y, p, rate, K, 0, sens)
+                sys_rhs_call(t, tc, Y, p, rate, K, sens)
                 ist[2] += 1
                 fsal = True
             hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
@@ -546,7 +555,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                         Yout[io, i] = ynew[i]
                 else:
                     theta = (times[io] - t) / hs
-                    dense_eval(method, theta, hs, Y, ynew, K, Kr, Yout[io], 0, L)
+                    dense_eval(method, theta, hs, Y, ynew, K, Kr, Yout[io])
                 io += 1
             # event detection
             if ev_out >= 0 and tn > ev_after:
@@ -554,7 +563,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 if math.isnan(ev_g[0]):
                     # first step past ev_after: start from the value at ev_after
                     th0 = (ev_after - t) / hs
-                    dense_eval(method, th0, hs, Y, ynew, K, Kr, ybuf, 0, n)
+                    dense_eval(method, th0, hs, Y, ynew, K, Kr, ybuf)
                     g0 = event_value(ev_after, ybuf, p, ev_out, ev_level, obuf)
                     tha = th0
                 else:
@@ -621,7 +630,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
 
 
 # --- the whole solve: segments, doses, switches ----------------------------------------
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sort_unique(a, n):
     """Sort a[:n] in place (insertion sort; n is small) and drop duplicates; returns the new length."""
     for i in range(1, n):
@@ -639,9 +648,9 @@ def sort_unique(a, n):
     return m
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time, dose_amt, dose_dur,
-                       dose_tgt, dose_state, tb, fpm, sens):
+                       dose_tgt, dose_state, tb, fminus, fplus, sens):
     """At a segment start: sensitivity jumps at parameter-dependent switches, and d(infusion rate)/dp.
 
     The jump is s+ = s- + (f- - f+) d(tau)/dp, with f evaluated on each side of the switch tau.
@@ -653,14 +662,14 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time,
     if b > 0:
         for w in range(N_SWITCHES):
             if sw[w] == ta:
-                sys_rhs_call(ta, tc_prev, Y, p, rate_prev, fpm, 0, None)  # f- in row 0
-                sys_rhs_call(ta, tc, Y, p, rate, fpm, 1, None)  # f+ in row 1
+                sys_rhs_call(ta, tc_prev, Y, p, rate_prev, fminus, None)
+                sys_rhs_call(ta, tc, Y, p, rate, fplus, None)
                 for k in range(sdir.shape[0]):
                     kk = sdir[k]
                     if kk < N_PARAMS and sw_dp[w, kk] != 0.0:
                         off = n * (1 + k)
                         for i in range(n):
-                            Y[off + i] += (fpm[0, i] - fpm[1, i]) * sw_dp[w, kk]
+                            Y[off + i] += (fminus[0, i] - fplus[0, i]) * sw_dp[w, kk]
     rate_dp[:, :] = 0.0
     for d in range(dose_time.shape[0]):
         if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
@@ -668,7 +677,7 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time,
                 rate_dp[dose_state[d], k] += dose_amt[d] * scale_dp[dose_tgt[d], k] / dose_dur[d]
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def sens_bolus(Y, amount, state, target, sens):
     """Sensitivity jump of a bolus: d(amount * scale)/dp for parameter directions."""
     if sens is None:
@@ -724,7 +733,8 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     ynew = np.empty(L)
     yerr = np.empty(L)
     u = np.empty(L)
-    fw = np.empty((2, L))  # right-hand sides: initial step size, switch jumps (rows f-, f+)
+    f0 = np.empty((1, L))  # right-hand sides for the initial step size and the switch jumps
+    f1 = np.empty((1, L))
     dT = np.zeros((1, L))
     jw = np.empty((n, n))
     wmat = np.empty((n, n))
@@ -783,7 +793,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
             if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
                 rate[dose_state[d]] += dose_amt[d] * scale[dose_tgt[d]] / dose_dur[d]
         sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time, dose_amt,
-                           dose_dur, dose_tgt, dose_state, tb, fw, sens)
+                           dose_dur, dose_tgt, dose_state, tb, f0, f1, sens)
         # bolus doses at ta
         jumped = False
         for d in range(nd):
@@ -807,7 +817,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
             break
         hmax = tb - ta
         if h <= 0.0 or jumped:
-            h = initial_step(ta, tc, Y, p, rate, fw, ybuf, rtol, atol, hmax, ist, sens)
+            h = initial_step(ta, tc, Y, p, rate, f0, f1, ybuf, rtol, atol, hmax, ist, sens)
         io, h = integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out,
                                   ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, dT, jw, wmat, piv,
                                   ybuf, obuf, ist, fst, sens)
@@ -821,7 +831,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     outputs_from_states(times, Yout, p, sens, O, dO, nvalid)
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def initial_vector(p, sens, Y0):
     """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k."""
     n = N_STATES
@@ -843,7 +853,7 @@ def initial_vector(p, sens, Y0):
                     Y0[off + i] = 1.0 if (kk - N_PARAMS) == i else 0.0
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
     """O[i, :] = outputs at times[i]; dO[i, o, k] = d output_o / d theta_k (if sdir non-empty)."""
     n = N_STATES
@@ -868,7 +878,7 @@ def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
                     dO[i, o, k] = acc
 
 
-@njit(cache=True, error_model='numpy')
+@njit(error_model='numpy')
 def zero_parameter_sensitivity(Y0, i, sens):
     """A given initial value of state i does not depend on parameters."""
     if sens is not None:

@@ -495,7 +495,6 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
     n = N_STATES
     t = ta
     nt = times.shape[0]
-    facold = 1e-4
     reject = False
     fsal = False
     stiff_hits = 0
@@ -527,7 +526,6 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 for i in range(L):
                     yerr[i] = Kr[RS - 1, i]
                 err = err_norm(yerr, Y, ynew, rtol, atol)
-            expo = 0.2
         else:
             if not fsal:
                 sys_rhs_call(t, tc, Y, p, rate, K, sens)
@@ -536,7 +534,6 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
             ist[2] += 6
             err = dopri_error_norm(hs, K, Y, ynew, rtol, atol)
-            expo = 0.17
         if not math.isfinite(err):
             ist[1] += 1
             nan_rejects += 1
@@ -588,20 +585,20 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 Y[i] = ynew[i]
             t = tb if last else tn
             if method == METHOD_RODAS5P:
-                fac = min(6.0, max(0.2, err ** (-expo) * 0.9)) if err > 0.0 else 6.0
+                # both methods: I controller with exponent 1/(embedded order + 1) = 1/5
+                fac = min(6.0, max(0.2, err ** -0.2 * 0.9)) if err > 0.0 else 6.0
                 if reject:
                     fac = min(1.0, fac)
                 hnew = hs * fac
             else:
                 for i in range(L):
                     K[0, i] = K[6, i]
-                fac11 = err ** expo if err > 0 else 0.0
-                fac = fac11 / facold ** 0.04
-                fac = max(0.1, min(5.0, fac / 0.9))
-                hnew = hs / fac
+                # I controller, as scipy's RK45 (Hairer's PI variant, err^0.17/errold^0.04,
+                # took ~7 % more steps on the CAR-T benchmark and one more power per step)
+                fac = max(0.2, min(5.0, 0.9 * err ** -0.2)) if err > 0.0 else 5.0
+                hnew = hs * fac
                 if reject:
                     hnew = min(hnew, hs)
-                facold = max(err, 1e-4)
                 # Hairer's stiffness detection (dopri5.f)
                 if ist[6] == METHOD_DOPRI5 and fst[3] < 0.0:
                     if hlamb > 3.25:
@@ -621,9 +618,9 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
         else:
             ist[1] += 1
             if method == METHOD_RODAS5P:
-                fac = max(0.2, err ** (-expo) * 0.9)
+                fac = max(0.2, err ** -0.2 * 0.9)
             else:
-                fac = 1.0 / min(5.0, err ** expo / 0.9)
+                fac = 1.0 / min(5.0, err ** 0.2 / 0.9)
             h = hs * fac
             reject = True
     return io, h

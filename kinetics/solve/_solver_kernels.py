@@ -361,11 +361,15 @@ def dopri_dense(theta, h, Y0, K, out):
     t2 = theta * theta
     t3 = t2 * theta
     t4 = t3 * theta
-    for i in range(out.shape[0]):
-        acc = 0.0
-        for j in range(7):
-            acc += K[j, i] * (DP_P[j, 0] * theta + DP_P[j, 1] * t2 + DP_P[j, 2] * t3 + DP_P[j, 3] * t4)
-        out[i] = Y0[i] + h * acc
+    # stage weights b_j(theta), once per output time, then one weighted sum per component
+    b0 = h * (DP_P[0, 0] * theta + DP_P[0, 1] * t2 + DP_P[0, 2] * t3 + DP_P[0, 3] * t4)
+    b2 = h * (DP_P[2, 1] * t2 + DP_P[2, 2] * t3 + DP_P[2, 3] * t4)
+    b3 = h * (DP_P[3, 1] * t2 + DP_P[3, 2] * t3 + DP_P[3, 3] * t4)
+    b4 = h * (DP_P[4, 1] * t2 + DP_P[4, 2] * t3 + DP_P[4, 3] * t4)
+    b5 = h * (DP_P[5, 1] * t2 + DP_P[5, 2] * t3 + DP_P[5, 3] * t4)
+    b6 = h * (DP_P[6, 1] * t2 + DP_P[6, 2] * t3 + DP_P[6, 3] * t4)
+    for i in range(out.shape[0]):  # DP_P[1] == 0 and DP_P[j > 0, 0] == 0
+        out[i] = Y0[i] + (b0 * K[0, i] + b2 * K[2, i] + b3 * K[3, i] + b4 * K[4, i] + b5 * K[5, i] + b6 * K[6, i])
 
 
 @njit(error_model='numpy')

@@ -556,7 +556,11 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                         Yout[io, i] = ynew[i]
                 else:
                     theta = (times[io] - t) / hs
-                    dense_eval(method, theta, hs, Y, ynew, K, Kr, Yout[io])
+                    # via a private buffer: a view Yout[io] would touch the reference count that
+                    # all threads of a batch share (Yout is a slice of the batch's array)
+                    dense_eval(method, theta, hs, Y, ynew, K, Kr, ybuf)
+                    for i in range(L):
+                        Yout[io, i] = ybuf[i]
                 io += 1
             # event detection
             if ev_out >= 0 and tn > ev_after:
@@ -858,15 +862,21 @@ def initial_vector(p, sens, Y0):
 def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
     """O[i, :] = outputs at times[i]; dO[i, o, k] = d output_o / d theta_k (if sdir non-empty)."""
     n = N_STATES
+    yrow = np.empty(n)
+    orow = np.empty(max(N_OUTPUTS, 1))
     ody = np.empty((max(N_OUTPUTS, 1), n))
     odp = np.empty((max(N_OUTPUTS, 1), N_PARAMS))
     for i in range(nvalid):
-        m_out(times[i], Yout[i], p, O[i])
+        for j in range(n):  # private copies, no views of the (possibly shared) output arrays
+            yrow[j] = Yout[i, j]
+        m_out(times[i], yrow, p, orow)
+        for o in range(N_OUTPUTS):
+            O[i, o] = orow[o]
         if sens is not None:
             sdir = sens[0]
             M = sdir.shape[0]
-            m_out_dy(times[i], Yout[i], p, ody)
-            m_out_dp(times[i], Yout[i], p, odp)
+            m_out_dy(times[i], yrow, p, ody)
+            m_out_dp(times[i], yrow, p, odp)
             for o in range(N_OUTPUTS):
                 for k in range(M):
                     off = n * (1 + k)

@@ -110,7 +110,8 @@ def _emit(name: str, args: str, targets: Sequence[tuple[str, sp.Expr]], printer:
     every target is written (so the output may be a longer array, e.g. ``Y[:n]``).
     """
     nonzero = [(lhs, e) for lhs, e in targets if not (zero and e.is_number and e == 0)]
-    deco = "@njit(inline='always', error_model='numpy')" if inline else "@njit(error_model='numpy')"
+    deco = ("@njit(inline='always', error_model='numpy')" if inline
+            else "@njit(error_model='numpy', no_cpython_wrapper=True)")
     lines = [deco, f"def {name}({args}):"]
     for arr in zero:
         lines.append(f"    {arr}[...] = 0.0")
@@ -234,7 +235,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
                 factor.append(f"    a[{i}, {j}] -= l * a[{k}, {j}]")
                 nz[i][j] = True
     factor.append("    return True")
-    solve = ["@njit(error_model='numpy')", "def m_w_solve(a, b, r, off):"]
+    solve = ["@njit(error_model='numpy', no_cpython_wrapper=True)", "def m_w_solve(a, b, r, off):"]
     for i in range(n):
         terms = [f" - a[{i}, {j}] * b[r, off + {j}]" for j in range(i) if nz[i][j]]
         if terms:

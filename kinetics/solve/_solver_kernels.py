@@ -90,7 +90,7 @@ R_H = np.array(_ros.H)
 
 
 # --- dense linear algebra -------------------------------------------------------
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def lu_factor(a, piv):
     """In-place LU with partial pivoting (LAPACK getrf layout); 1 if singular."""
     n = a.shape[0]
@@ -120,7 +120,7 @@ def lu_factor(a, piv):
     return 0
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def lu_solve(lu, piv, b, r, off):
     """Solve in place for b[r, off:off+n] with the factors of :func:`lu_factor`."""
     n = lu.shape[0]
@@ -151,7 +151,7 @@ def lu_solve(lu, piv, b, r, off):
 # ~70 ns per rhs evaluation) -- or the tuple
 # (sdir[M], rate_dp[n, np], jw[n, n], fpw[n, np], ablk[M, n, n], bw[np, n, n], jtw[n, n], fptw[n, np],
 #  scale_dp[max(nd,1), np], sw_dp[max(ns,1), np]) -- the last two filled once per solve by initial_vector.
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_rhs(t, tc, Y, p, sens, out, r):
     """out[r, n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
     sdir, rate_dp, jw, fpw = sens[0], sens[1], sens[2], sens[3]
@@ -161,7 +161,7 @@ def sens_rhs(t, tc, Y, p, sens, out, r):
     sens_blocks(jw, fpw, Y, sdir, out, r)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_blocks(a, f, Y, sdir, out, r):
     """out[r, n(1+k) + i] = sum_j a[i, j] s_k[j] + f[i, sdir[k]] (the f term for parameter directions only)."""
     n = N_STATES
@@ -187,7 +187,7 @@ def sys_rhs(t, tc, Y, p, rate, out, r, sens):
         sens_rhs(t, tc, Y, p, sens, out, r)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sys_rhs_call(t, tc, Y, p, rate, out, sens):
     """:func:`sys_rhs` into row 0 of ``out``, as an ordinary call for places off the step loop (each
     inlined copy costs compile time; a row argument is not taken because numba would compile one
@@ -195,7 +195,7 @@ def sys_rhs_call(t, tc, Y, p, rate, out, sens):
     sys_rhs(t, tc, Y, p, rate, out, 0, sens)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_jac(t, tc, Y, p, sens):
     """ablk[k] = d(J s_k + df/dp_k)/dy, the sub-diagonal blocks of the augmented Jacobian."""
     n = N_STATES
@@ -211,7 +211,7 @@ def sens_jac(t, tc, Y, p, sens):
                     ablk[k, i, j] += bw[kk, i, j]
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sys_dfdt(t, tc, Y, p, out, sens):
     """out[0, :] = dF/dt of the integrated system (only called for non-autonomous models)."""
     m_dfdt(t, tc, Y, p, out[0])
@@ -231,7 +231,7 @@ def w_solve(lu, piv, sparse, b, r, off):
         lu_solve(lu, piv, b, r, off)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_solve(lu, piv, sparse, b, r, sens):
     """Forward substitution for the sensitivity blocks (block lower-triangular W_aug)."""
     n = N_STATES
@@ -254,7 +254,7 @@ def sys_solve(lu, piv, sparse, b, r, sens):
         sens_solve(lu, piv, sparse, b, r, sens)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def err_norm(err, y0, y1, rtol, atol):
     """RMS norm of err / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state."""
     L = err.shape[0]
@@ -269,7 +269,7 @@ def err_norm(err, y0, y1, rtol, atol):
     return math.sqrt(acc / L)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def initial_step(t, tc, Y, p, rate, f0, f1, y1, rtol, atol, hmax, ist, sens):
     """Hairer's starting step-size heuristic (Solving ODEs I, II.4)."""
     L = Y.shape[0]
@@ -309,7 +309,7 @@ def initial_step(t, tc, Y, p, rate, f0, f1, y1, rtol, atol, hmax, ist, sens):
 
 
 # --- one step of each method --------------------------------------------------------
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
     """One DP5 step; K[0] must hold f(t, Y) on entry; K[6] = f(t+h, ynew) on exit.
 
@@ -339,7 +339,7 @@ def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
     return 0.0
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def dopri_error_norm(h, K, y0, y1, rtol, atol):
     """err_norm of the DP5 local error estimate h * sum_j E_j K_j, in one pass."""
     L = y0.shape[0]
@@ -355,7 +355,7 @@ def dopri_error_norm(h, K, y0, y1, rtol, atol):
     return math.sqrt(acc / L)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def dopri_dense(theta, h, Y0, K, out):
     """out[i] = y(t + theta h)_i for i < len(out)."""
     t2 = theta * theta
@@ -372,7 +372,7 @@ def dopri_dense(theta, h, Y0, K, out):
         out[i] = Y0[i] + (b0 * K[0, i] + b2 * K[2, i] + b3 * K[3, i] + b4 * K[4, i] + b5 * K[5, i] + b6 * K[6, i])
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens):
     """One Rodas5P step (stages in Kr[s]); returns False if the W matrix is singular."""
     n = N_STATES
@@ -420,7 +420,7 @@ def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens):
     return True
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def rodas_dense(theta, Y0, Y1, Kr, out):
     """Rodas5P 4th-order continuous extension for components i < len(out)."""
     for i in range(out.shape[0]):
@@ -434,7 +434,7 @@ def rodas_dense(theta, Y0, Y1, Kr, out):
         out[i] = (1.0 - theta) * Y0[i] + theta * (Y1[i] + (1.0 - theta) * (k0 + theta * (k1 + theta * k2)))
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def dense_eval(method, theta, h, Y0, Y1, K, Kr, out):
     """The current method's dense output at t + theta h into out (all of Y's components)."""
     if method == METHOD_RODAS5P:
@@ -443,13 +443,13 @@ def dense_eval(method, theta, h, Y0, Y1, K, Kr, out):
         dopri_dense(theta, h, Y0, K, out)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def event_value(t, Yv, p, ev_out, ev_level, obuf):
     m_out(t, Yv, p, obuf)
     return obuf[ev_out] - ev_level
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def crosses(g0, g1, ev_dir):
     """True if g goes from g0 to g1 through zero in the requested direction."""
     if ev_dir >= 0 and g0 < 0.0 and g1 >= 0.0:
@@ -459,7 +459,7 @@ def crosses(g0, g1, ev_dir):
     return False
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a, g_a, th_b, g_b, ybuf, obuf):
     """Illinois regula falsi on the dense output between theta a and b; returns the time."""
     side = 0
@@ -487,7 +487,7 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
 
 
 # --- integrate one segment without discontinuities -------------------------------------
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out, ev_level, ev_dir,
                       ev_after, ev_g, K, Kr, ynew, yerr, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
     """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
@@ -635,7 +635,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
 
 
 # --- the whole solve: segments, doses, switches ----------------------------------------
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sort_unique(a, n):
     """Sort a[:n] in place (insertion sort; n is small) and drop duplicates; returns the new length."""
     for i in range(1, n):
@@ -653,7 +653,7 @@ def sort_unique(a, n):
     return m
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time, dose_amt, dose_dur,
                        dose_tgt, dose_state, tb, fminus, fplus, sens):
     """At a segment start: sensitivity jumps at parameter-dependent switches, and d(infusion rate)/dp.
@@ -682,7 +682,7 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time,
                 rate_dp[dose_state[d], k] += dose_amt[d] * scale_dp[dose_tgt[d], k] / dose_dur[d]
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_bolus(Y, amount, state, target, sens):
     """Sensitivity jump of a bolus: d(amount * scale)/dp for parameter directions."""
     if sens is None:
@@ -836,7 +836,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     outputs_from_states(times, Yout, p, sens, O, dO, nvalid)
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def initial_vector(p, sens, Y0):
     """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k."""
     n = N_STATES
@@ -858,7 +858,7 @@ def initial_vector(p, sens, Y0):
                     Y0[off + i] = 1.0 if (kk - N_PARAMS) == i else 0.0
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
     """O[i, :] = outputs at times[i]; dO[i, o, k] = d output_o / d theta_k (if sdir non-empty)."""
     n = N_STATES
@@ -889,7 +889,7 @@ def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
                     dO[i, o, k] = acc
 
 
-@njit(error_model='numpy')
+@njit(error_model='numpy', no_cpython_wrapper=True)
 def zero_parameter_sensitivity(Y0, i, sens):
     """A given initial value of state i does not depend on parameters."""
     if sens is not None:

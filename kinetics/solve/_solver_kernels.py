@@ -255,16 +255,18 @@ def sys_solve(lu, piv, sparse, b, r, sens):
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
-def err_norm(err, y0, y1, rtol, atol):
-    """RMS norm of err / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state."""
-    L = err.shape[0]
+def err_norm(err, r, y0, y1, rtol, atol):
+    """RMS norm of err[r, :] / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state.
+
+    (Dormand-Prince uses :func:`dopri_error_norm`, the same norm fused with forming its error.)"""
+    L = y0.shape[0]
     n = atol.shape[0]
     acc = 0.0
     for b in range(L // n):
         for j in range(n):
             i = b * n + j
             sc = atol[j] + rtol * max(abs(y0[i]), abs(y1[i]))
-            v = err[i] / sc
+            v = err[r, i] / sc
             acc += v * v
     return math.sqrt(acc / L)
 
@@ -489,7 +491,7 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
 # --- integrate one segment without discontinuities -------------------------------------
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out, ev_level, ev_dir,
-                      ev_after, ev_g, K, Kr, ynew, yerr, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
+                      ev_after, ev_g, K, Kr, ynew, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
     """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
 
     ``ev_g[0]`` carries the event function's last value (nan before ``ev_after``).
@@ -527,9 +529,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             if not ok:
                 err = math.inf
             else:
-                for i in range(L):
-                    yerr[i] = Kr[RS - 1, i]
-                err = err_norm(yerr, Y, ynew, rtol, atol)
+                err = err_norm(Kr, RS - 1, Y, ynew, rtol, atol)  # Rodas5P's error estimate is its last stage
         else:
             if not fsal:
                 sys_rhs_call(t, tc, Y, p, rate, K, sens)
@@ -736,7 +736,6 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     K = np.empty((7, L))
     Kr = np.empty((RS, L))
     ynew = np.empty(L)
-    yerr = np.empty(L)
     u = np.empty(L)
     f0 = np.empty((1, L))  # right-hand sides for the initial step size and the switch jumps
     f1 = np.empty((1, L))
@@ -824,7 +823,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
         if h <= 0.0 or jumped:
             h = initial_step(ta, tc, Y, p, rate, f0, f1, ybuf, rtol, atol, hmax, ist, sens)
         io, h = integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out,
-                                  ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, yerr, u, dT, jw, wmat, piv,
+                                  ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, u, dT, jw, wmat, piv,
                                   ybuf, obuf, ist, fst, sens)
         if ist[5] != STATUS_SUCCESS or ist[7] == 1:
             break

@@ -381,17 +381,8 @@ class CompiledModel:
         t = self._times(times, t0)
         P = self._parameter_matrix(params, n_sets)
         ns = P.shape[0]
-        schedules = self._schedules(doses, ns)
         r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
-        arrays = [self._dose_arrays(s, t0) if s else _NO_DOSES for s in schedules]
-        nd = np.array([len(x[0]) for x in arrays], dtype=np.int64)
-        width = max(1, int(nd.max()) if ns else 1)
-
-        def stack(i: int, dtype: type) -> np.ndarray:
-            out = np.zeros((ns, width), dtype=dtype)
-            for s, x in enumerate(arrays):
-                out[s, :len(x[i])] = x[i]
-            return out
+        dose_table = self._dose_table(doses, ns, t0)
 
         n, no = len(self.state_names), len(self.output_names)
         Yout = np.empty((ns, t.size, n))
@@ -400,16 +391,16 @@ class CompiledModel:
         ist = np.zeros((ns, 8), dtype=np.int64)
         fst = np.zeros((ns, 4))
         t_end = max(float(t[-1]) if t.size else t0, t0)
-        self.kernels.simulate_batch_kernel(P, t, float(t0), t_end, stack(0, float),
-                                           stack(1, float), stack(2, float), stack(3, np.int64), stack(4, np.int64),
-                                           nd, r, a, mcode, ms, -1, 0.0, 0, 0.0, Yout, O, dO, ist, fst)
+        self.kernels.simulate_batch_kernel(P, t, float(t0), t_end, *dose_table, r, a, mcode, ms, -1, 0.0, 0, 0.0,
+                                           Yout, O, dO, ist, fst)
         status = ist[:, 5].copy()
         ok_msg = status_message(SolveStatus.SUCCESS, 0.0, ms, self.model.time_unit)
-        msgs = tuple(ok_msg if s == 0 else status_message(SolveStatus(int(s)), float(f), ms, self.model.time_unit)
-                     for s, f in zip(status, fst[:, 0]))
+        msgs = [ok_msg] * ns
+        for i in np.flatnonzero(status):
+            msgs[i] = status_message(SolveStatus(int(status[i])), float(fst[i, 0]), ms, self.model.time_unit)
         return BatchSimulation(times=_ro(t.copy()), states=_ro(Yout), outputs=_ro(O[:, :, :no]),
                                output_names=self.output_names, state_names=self.state_names, status=_ro(status),
-                               t_fail=_ro(fst[:, 0].copy()), n_steps=_ro(ist[:, 0].copy()), messages=msgs)
+                               t_fail=_ro(fst[:, 0].copy()), n_steps=_ro(ist[:, 0].copy()), messages=tuple(msgs))
 
     def _parameter_matrix(self, params: np.ndarray | Mapping[str, np.ndarray | float] | None,
                           n_sets: int | None) -> np.ndarray:
@@ -438,15 +429,30 @@ class CompiledModel:
             raise SolverInputError(f"parameter '{self.parameter_names[k]}' of set {s} is not finite ({P[s, k]!r})")
         return np.ascontiguousarray(P)
 
-    def _schedules(self, doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None,
-                   ns: int) -> list[Sequence[Dose]]:
-        if not doses:
-            return [()] * ns
-        if all(isinstance(d, Dose) for d in doses):
-            return [doses] * ns  # type: ignore[list-item]
+    def _dose_table(self, doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None, ns: int,
+                    t0: float) -> tuple[np.ndarray, ...]:
+        """Batch dose arrays (n_sets, max_doses) for time, amount, duration, target, state, plus n_doses (n_sets,).
+
+        One schedule shared by every set (or none) is checked once and repeated.
+        """
+        if not doses or all(isinstance(d, Dose) for d in doses):
+            one = self._dose_arrays(doses, t0)  # type: ignore[arg-type]
+            width = max(1, len(one[0]))
+            cols = tuple(np.ascontiguousarray(np.broadcast_to(np.pad(x, (0, width - len(x))), (ns, width)))
+                         for x in one)
+            return (*cols, np.full(ns, len(one[0]), dtype=np.int64))
         if len(doses) != ns:
             raise DoseError(f"doses has {len(doses)} schedules; expected one per parameter set ({ns})")
-        return [list(s) for s in doses]  # type: ignore[arg-type]
+        arrays = [self._dose_arrays(list(s), t0) for s in doses]  # type: ignore[arg-type]
+        nd = np.array([len(x[0]) for x in arrays], dtype=np.int64)
+        width = max(1, int(nd.max()) if ns else 1)
+        cols = []
+        for i, dtype in enumerate((float, float, float, np.int64, np.int64)):
+            col = np.zeros((ns, width), dtype=dtype)
+            for k, x in enumerate(arrays):
+                col[k, :len(x[i])] = x[i]
+            cols.append(col)
+        return (*cols, nd)
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
         cmax = "0.0" if not below else (f"abs(a[{below[0]}, {k}])" if len(below) == 1 else
                                          "max(" + ", ".join(f"abs(a[{i}, {k}])" for i in below) + ")")
         factor.append(f"    piv = a[{k}, {k}]")
-        factor.append(f"    if not (abs(piv) > 0.0 and abs(piv) >= {PIVOT_THRESHOLD!r} * {cmax}):")
+        factor.append(f"    if not (0.0 < abs(piv) < math.inf and abs(piv) >= {PIVOT_THRESHOLD!r} * {cmax}):")
         factor.append("        return False")
         factor.append("    inv = 1.0 / piv")
         factor.append(f"    a[{k}, {k}] = inv")

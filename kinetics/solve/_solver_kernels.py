@@ -256,9 +256,7 @@ def sys_solve(lu, piv, sparse, b, r, sens):
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def err_norm(err, r, y0, y1, rtol, atol):
-    """RMS norm of err[r, :] / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state.
-
-    (Dormand-Prince uses :func:`dopri_error_norm`, the same norm fused with forming its error.)"""
+    """RMS norm of err[r, :] / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state."""
     L = y0.shape[0]
     n = atol.shape[0]
     acc = 0.0
@@ -342,19 +340,11 @@ def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
-def dopri_error_norm(h, K, y0, y1, rtol, atol):
-    """err_norm of the DP5 local error estimate h * sum_j E_j K_j, in one pass."""
-    L = y0.shape[0]
-    n = atol.shape[0]
-    acc = 0.0
-    for b in range(L // n):
-        for j in range(n):
-            i = b * n + j
-            e = h * (DP_E[0] * K[0, i] + DP_E[2] * K[2, i] + DP_E[3] * K[3, i] + DP_E[4] * K[4, i]
-                     + DP_E[5] * K[5, i] + DP_E[6] * K[6, i])
-            v = e / (atol[j] + rtol * max(abs(y0[i]), abs(y1[i])))
-            acc += v * v
-    return math.sqrt(acc / L)
+def dopri_error(h, K, ew):
+    """ew[0, :] = the DP5 local error estimate h * sum_j E_j K_j (E_1 = 0)."""
+    for i in range(ew.shape[1]):
+        ew[0, i] = h * (DP_E[0] * K[0, i] + DP_E[2] * K[2, i] + DP_E[3] * K[3, i] + DP_E[4] * K[4, i]
+                        + DP_E[5] * K[5, i] + DP_E[6] * K[6, i])
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
@@ -491,7 +481,7 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
 # --- integrate one segment without discontinuities -------------------------------------
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out, ev_level, ev_dir,
-                      ev_after, ev_g, K, Kr, ynew, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
+                      ev_after, ev_g, K, Kr, ew, ynew, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
     """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
 
     ``ev_g[0]`` carries the event function's last value (nan before ``ev_after``).
@@ -505,7 +495,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
     fsal = False
     stiff_hits = 0
     nonstiff = 0
-    nan_rejects = 0
+    # why the last attempts failed: STATUS_SUCCESS (error test only), STATUS_NONFINITE or STATUS_SINGULAR
+    fail_status = STATUS_SUCCESS
     while t < tb:
         if ist[0] + ist[1] >= max_steps:
             ist[5] = STATUS_MAX_STEPS
@@ -514,7 +505,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
         # the step must still move t in floating point; the floor keeps h > 0 at t = 0
         hmin = max(16.0 * _EPS * abs(t), 1e-280)
         if h < hmin:
-            ist[5] = STATUS_NONFINITE if nan_rejects > 0 else STATUS_STEP_UNDERFLOW
+            ist[5] = fail_status if fail_status != STATUS_SUCCESS else STATUS_STEP_UNDERFLOW
             fst[0] = t
             return io, h
         last = False
@@ -528,6 +519,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             ok = rodas_step(t, tc, hs, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens)
             if not ok:
                 err = math.inf
+                fail_status = STATUS_SINGULAR
             else:
                 err = err_norm(Kr, RS - 1, Y, ynew, rtol, atol)  # Rodas5P's error estimate is its last stage
         else:
@@ -537,14 +529,16 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 fsal = True
             hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
             ist[2] += 6
-            err = dopri_error_norm(hs, K, Y, ynew, rtol, atol)
+            dopri_error(hs, K, ew)
+            err = err_norm(ew, 0, Y, ynew, rtol, atol)
         if not math.isfinite(err):
             ist[1] += 1
-            nan_rejects += 1
+            if fail_status != STATUS_SINGULAR:
+                fail_status = STATUS_NONFINITE
             h = 0.25 * hs
             reject = True
             continue
-        nan_rejects = 0
+        fail_status = STATUS_SUCCESS
         if err <= 1.0:
             # accepted
             ist[0] += 1
@@ -735,6 +729,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     # work arrays
     K = np.empty((7, L))
     Kr = np.empty((RS, L))
+    ew = np.empty((1, L))  # DP5 error estimate
     ynew = np.empty(L)
     u = np.empty(L)
     f0 = np.empty((1, L))  # right-hand sides for the initial step size and the switch jumps
@@ -823,7 +818,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
         if h <= 0.0 or jumped:
             h = initial_step(ta, tc, Y, p, rate, f0, f1, ybuf, rtol, atol, hmax, ist, sens)
         io, h = integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out,
-                                  ev_level, ev_dir, ev_after, ev_g, K, Kr, ynew, u, dT, jw, wmat, piv,
+                                  ev_level, ev_dir, ev_after, ev_g, K, Kr, ew, ynew, u, dT, jw, wmat, piv,
                                   ybuf, obuf, ist, fst, sens)
         if ist[5] != STATUS_SUCCESS or ist[7] == 1:
             break

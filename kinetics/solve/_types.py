@@ -44,7 +44,8 @@ def status_message(status: SolveStatus, t_fail: float, max_steps: int, time_unit
     if status is SolveStatus.NONFINITE:
         return (f"non-finite state (nan or inf) at t={t_fail:.6g}{unit}: the right-hand side is undefined "
                 "or the solution blows up (check parameter values, e.g. a log or division of a state that reached 0)")
-    return f"singular iteration matrix at t={t_fail:.6g}{unit}"
+    return (f"singular or non-finite iteration matrix I/(h*gamma) - J at t={t_fail:.6g}{unit}: the Jacobian is "
+            "undefined there (e.g. sqrt or log of a state that reached 0)")
 
 
 @dataclass(frozen=True)

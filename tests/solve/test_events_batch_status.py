@@ -140,3 +140,12 @@ def test_second_process_loads_compiled_model_from_disk_cache(oral, tmp_path):
                          cwd=Path(__file__).resolve().parents[2])
     hits, misses = (int(v) for v in out.stdout.split()[-2:])
     assert hits >= 1 and misses == 0
+
+
+def test_undefined_jacobian_is_reported_as_singular_iteration_matrix():
+    """x' = -sqrt(x) at x = 0: the right-hand side is 0 but d/dx = -1/(2 sqrt x) is infinite, so
+    Rodas5P's iteration matrix cannot be factorised; the status must say so, not 'non-finite state'."""
+    model = kinetics.compile_model(kinetics.build_model("sqrt0", {"k": 1.0}, {"x": 0.0}, {"x": "-k*sqrt(x)"}))
+    sim = model.simulate([1.0], method="rodas5p")
+    assert sim.status is kinetics.SolveStatus.SINGULAR
+    assert "Jacobian" in sim.message and "t=0" in sim.message

@@ -9,14 +9,19 @@ Quick start
 (3,)
 """
 
+from kinetics.analysis import BCellRecovery, b_cell_recovery_time
+from kinetics.data import Dataset, read_dataset
 from kinetics.errors import (
+    DatasetError,
     DoseError,
     ExpressionError,
+    FitSpecError,
     KineticsError,
     ModelError,
     ModelFileError,
     SolverInputError,
 )
+from kinetics.fit import PopulationFit, evaluate_objective, fit_population
 from kinetics.model import Model, Parameter, build_model, library_names, read_model_file
 from kinetics.solve import (
     METHODS,
@@ -34,6 +39,8 @@ from kinetics.solve import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BCellRecovery", "Dataset", "DatasetError", "FitSpecError", "PopulationFit", "b_cell_recovery_time",
+    "evaluate_objective", "fit_population", "read_dataset",
     "METHODS", "BatchSimulation", "CompiledModel", "Crossing", "Dose", "DoseError", "ExpressionError",
     "KineticsError", "Model", "ModelError", "ModelFileError", "Parameter", "Sensitivities", "Simulation",
     "SolveStatus", "SolverInputError", "build_model", "compile_model", "library_names", "load_model",

@@ -16,6 +16,8 @@ __all__ = [
     "ExpressionError",
     "DoseError",
     "SolverInputError",
+    "DatasetError",
+    "FitSpecError",
     "did_you_mean",
 ]
 
@@ -42,6 +44,24 @@ class DoseError(KineticsError, ValueError):
 
 class SolverInputError(KineticsError, ValueError):
     """Arguments to a solve are invalid (times, parameters, tolerances, ...)."""
+
+
+class DatasetError(KineticsError, ValueError):
+    """A patient dataset violates the event-table rules; ``problems`` lists every violation
+    (file, line, column, what is wrong)."""
+
+    def __init__(self, source: str, problems: list[str], max_shown: int = 40) -> None:
+        self.source = source
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:max_shown])
+        more = len(self.problems) - max_shown
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        n = len(self.problems)
+        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} in the dataset:\n{shown}{tail}")
+
+
+class FitSpecError(KineticsError, ValueError):
+    """A fit specification (arguments or a fits/*.toml file) is invalid; the message names the entry."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -331,6 +331,21 @@ class CompiledModel:
         return Sensitivities(simulation=sim, wrt=names, outputs=_ro(dO[:, :no, :].copy()), states=_ro(ds),
                              output_names=self.output_names)
 
+    def repeated_solver(self, times: Sequence[float] | np.ndarray, doses: Sequence[Dose] | None = None, *,
+                        wrt: Sequence[str] | None = (), rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9,
+                        method: str = "auto", max_steps: int = 100_000, t0: float = 0.0) -> RepeatedSolver:
+        """A solver for one fixed time grid and dose schedule, called many times with new parameters.
+
+        Estimators solve the same subject thousands of times; this checks the arguments once and
+        keeps the kernel's work arrays, so a call costs little more than the integration itself.
+        ``wrt=()`` solves without sensitivities.
+        """
+        t = self._times(times, t0)
+        names, sdir = self._wrt(wrt) if wrt else ((), None)
+        args = list(self._kernel_arguments(t, self._lookup.defaults.copy(), doses, sdir, rtol, atol, method,
+                                           max_steps, t0, None, None))
+        return RepeatedSolver(self, t, names, args, max_steps)
+
     def crossing_time(self, output: str, level: float, *, after: float = 0.0, until: float,
                       direction: str = "any", params: Mapping[str, float] | np.ndarray | None = None,
                       doses: Sequence[Dose] | None = None, rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9,
@@ -453,6 +468,41 @@ class CompiledModel:
                 col[k, :len(x[i])] = x[i]
             cols.append(col)
         return (*cols, nd)
+
+
+class RepeatedSolver:
+    """Solves one time grid and dose schedule for changing parameters (see :meth:`CompiledModel.repeated_solver`).
+
+    ``solver(params)`` returns ``(outputs, d_outputs, message)``: outputs ``(n_times, n_outputs)``,
+    d outputs / d wrt ``(n_times, n_outputs, n_wrt)`` (None without ``wrt``) and "" on success or the
+    failure message (then outputs hold nan from the failure on). Arrays are fresh copies.
+    """
+
+    def __init__(self, model: CompiledModel, times: np.ndarray, wrt: tuple[str, ...], args: list, max_steps: int):
+        self.model, self.times, self.wrt, self._args, self._max_steps = model, times, wrt, args, max_steps
+        self._n_out = len(model.output_names)
+        self._kernel = model.kernels.simulate_kernel
+
+    def __call__(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, str]:
+        a = self._args
+        p = np.asarray(params, dtype=float)
+        if p.shape != a[0].shape:
+            raise SolverInputError(f"params must have {a[0].size} values, got shape {p.shape}")
+        a[0] = p
+        sens = a[2]
+        if sens is not None:
+            sens[1].fill(0.0)
+            sens[4].fill(0.0)
+        a[-2].fill(0)
+        a[-1].fill(0.0)
+        self._kernel(*a)
+        ist, fst = a[-2], a[-1]
+        status = SolveStatus(int(ist[5]))
+        msg = "" if status is SolveStatus.SUCCESS else status_message(status, float(fst[0]), self._max_steps,
+                                                                         self.model.model.time_unit)
+        out = a[-4][:, :self._n_out].copy()
+        d_out = a[-3][:, :self._n_out, :].copy() if sens is not None else None
+        return out, d_out, msg
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+"""Analyses on simulated models: B-cell recovery time with a stated threshold rule."""
+
+from kinetics.analysis._recovery import BCellRecovery, b_cell_recovery_time
+
+__all__ = ["BCellRecovery", "b_cell_recovery_time"]

@@ -1,0 +1,108 @@
+"""Covariance step: R, S and sandwich matrices of the estimates, with their health reported.
+
+``R`` is the observed information, half the Hessian of the objective ``-2 log L`` in the
+estimation parameters ``x``; ``S`` is the cross-product of the per-subject scores
+``s_i = -1/2 d OFV_i / dx``. Covariance: ``"r"`` = R^-1, ``"s"`` = S^-1, ``"sandwich"`` = R^-1 S R^-1
+(NONMEM's default, nlmixr2's ``r,s``). A matrix that is not positive definite is reported as such
+and no standard errors are computed from it: nothing is "corrected".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CovarianceResult", "covariance_step", "COVARIANCE_KINDS"]
+
+COVARIANCE_KINDS = ("sandwich", "r", "s")
+
+
+@dataclass(frozen=True)
+class CovarianceResult:
+    """Outcome of the covariance step, in the estimation parameterisation ``x``."""
+
+    kind: str
+    matrix: np.ndarray | None       # covariance of x; None when the matrix it needs is not positive definite
+    r: np.ndarray
+    s: np.ndarray
+    r_eigenvalues: np.ndarray
+    s_eigenvalues: np.ndarray
+    message: str
+
+    @property
+    def r_positive_definite(self) -> bool:
+        return bool(np.all(self.r_eigenvalues > 0))
+
+    @property
+    def s_positive_definite(self) -> bool:
+        return bool(np.all(self.s_eigenvalues > 0))
+
+    @property
+    def success(self) -> bool:
+        return self.matrix is not None
+
+    @property
+    def condition_number(self) -> float:
+        """Ratio of the largest to the smallest eigenvalue of the covariance used (inf if not PD)."""
+        if self.matrix is None:
+            return np.inf
+        ev = np.linalg.eigvalsh(self.matrix)
+        return float(ev[-1] / ev[0]) if ev[0] > 0 else np.inf
+
+    def standard_errors(self) -> np.ndarray:
+        if self.matrix is None:
+            return np.full(self.r.shape[0], np.nan)
+        return np.sqrt(np.diag(self.matrix))
+
+
+def covariance_step(objective, x: np.ndarray, kind: str = "sandwich", rel_step: float = 1e-3) -> CovarianceResult:
+    """R by central differences of the objective's gradient, S from the per-subject gradients, at ``x``."""
+    if kind not in COVARIANCE_KINDS:
+        raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_KINDS)} or None, got {kind!r}")
+    saved = objective.etas.copy()
+    p = x.size
+    h = rel_step * np.maximum(1.0, np.abs(x))
+    per_subject = objective.subject_gradients(x)
+    hess = np.empty((p, p))
+    for k in range(p):
+        e = np.zeros(p)
+        e[k] = h[k]
+        objective.etas = saved.copy()
+        objective.per_subject(x + e)
+        up = objective.subject_gradients(x + e).sum(axis=0)
+        objective.etas = saved.copy()
+        objective.per_subject(x - e)
+        dn = objective.subject_gradients(x - e).sum(axis=0)
+        hess[:, k] = (up - dn) / (2 * h[k])
+    objective.etas = saved
+    objective.per_subject(x)
+    r = 0.25 * (hess + hess.T)                     # half the symmetrised Hessian of -2 log L
+    scores = -0.5 * per_subject                    # (n_subjects, p)
+    s = scores.T @ scores
+    return _assemble(kind, r, s)
+
+
+def _assemble(kind: str, r: np.ndarray, s: np.ndarray) -> CovarianceResult:
+    r_ev, s_ev = np.linalg.eigvalsh(r), np.linalg.eigvalsh(s)
+    r_ok, s_ok = bool(np.all(r_ev > 0)), bool(np.all(s_ev > 0))
+    notes = []
+    if not r_ok:
+        notes.append(f"R matrix is not positive definite (smallest eigenvalue {r_ev[0]:.3g})")
+    if not s_ok:
+        notes.append(f"S matrix is not positive definite (smallest eigenvalue {s_ev[0]:.3g}; "
+                     "fewer subjects than parameters makes it singular)")
+    matrix = None
+    if kind == "r" and r_ok:
+        matrix = np.linalg.inv(r)
+    elif kind == "s" and s_ok:
+        matrix = np.linalg.inv(s)
+    elif kind == "sandwich" and r_ok:
+        r_inv = np.linalg.inv(r)
+        matrix = r_inv @ s @ r_inv
+    if matrix is not None:
+        matrix = 0.5 * (matrix + matrix.T)
+        msg = f"covariance from {kind}" + (f"; note: {'; '.join(notes)}" if notes else "")
+    else:
+        msg = f"covariance step failed ({kind}): {'; '.join(notes)}; no standard errors"
+    return CovarianceResult(kind=kind, matrix=matrix, r=r, s=s, r_eigenvalues=r_ev, s_eigenvalues=s_ev, message=msg)

@@ -9,12 +9,13 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import optimize
 
-from kinetics.errors import FitSpecError
+from kinetics.errors import FitSpecError, did_you_mean
 from kinetics.fit._conditional import OBJECTIVE_METHODS, ConditionalMode, subject_objective
 from kinetics.fit._covariance import covariance_step
 from kinetics.fit._gradient import focei_gradient
 from kinetics.fit._problem import Problem, build_problem
 from kinetics.fit._results import PopulationFit, assemble_fit
+from kinetics.fit._saem import SaemOptions, run_saem
 
 __all__ = ["fit_population", "evaluate_objective", "Objective"]
 
@@ -24,7 +25,8 @@ class Objective:
 
     def __init__(self, problem: Problem, method: str, inner_tol: float = 1e-10) -> None:
         if method not in OBJECTIVE_METHODS:
-            raise FitSpecError(f"method '{method}' is not one of {', '.join(OBJECTIVE_METHODS)} (or 'saem')")
+            raise FitSpecError(f"method '{method}' is not one of {', '.join(OBJECTIVE_METHODS)} (or 'saem')"
+                               f"{did_you_mean(str(method), OBJECTIVE_METHODS + ('saem',))}")
         self.problem, self.method, self.inner_tol = problem, method, inner_tol
         self.etas = np.zeros((len(problem.subjects), problem.n_eta))
         self.n_evaluations = 0
@@ -113,7 +115,8 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
                    error: Mapping, method: str = "focei", fixed: Mapping[str, float] | None = None,
                    covariates: Mapping | None = None, covariance: str | None = "sandwich", max_iterations: int = 500,
                    rtol: float = 1e-8, atol: float = 1e-10,
-                   progress: Callable[[int, float], None] | bool | None = None) -> PopulationFit:
+                   progress: Callable[[int, float], None] | bool | None = None,
+                   saem: SaemOptions | None = None) -> PopulationFit:
     """Population fit by FOCE-I (default), FOCE, FO or Laplace.
 
     Parameters
@@ -139,7 +142,11 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
     covariance
         ``"sandwich"`` (R^-1 S R^-1), ``"r"``, ``"s"`` or None (skip the covariance step).
     progress
-        True prints one line per iteration; a callable receives (iteration, ofv).
+        True prints one line per iteration; a callable receives (iteration, ofv) (for SAEM every 10th
+        iteration and the conditional -2 log L of the current samples).
+    method
+        ``"focei"``, ``"foce"``, ``"fo"``, ``"laplace"`` or ``"saem"`` (options in ``saem``; its objective
+        and covariance are FOCE-I's at the SAEM estimates, so runs of both methods compare).
 
     Returns
     -------
@@ -148,8 +155,10 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
     """
     t0 = time.perf_counter()
     problem = _problem(model, data, estimate, random_effects, error, fixed, covariates, rtol, atol)
+    report = _progress_callback(progress, "conditional -2LL of the samples" if method == "saem" else "OFV")
+    if method == "saem":
+        return _fit_saem(problem, saem or SaemOptions(), covariance, report, t0)
     obj = Objective(problem, method)
-    report = _progress_callback(progress)
     x0 = problem.x0()
     f0 = obj(x0)
     if not np.isfinite(f0):
@@ -172,6 +181,20 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
     cov = covariance_step(obj, res.x, covariance) if (covariance and np.isfinite(vals).all()) else None
     return assemble_fit(problem, method, res.x, vals, modes, cov, success, message, iterations[0], obj.n_evaluations,
                         time.perf_counter() - t0)
+
+
+def _fit_saem(problem: Problem, opts: SaemOptions, covariance: str | None, report, t0: float) -> PopulationFit:
+    x, notes = run_saem(problem, opts, report)
+    obj = Objective(problem, "focei")
+    vals, modes = obj.per_subject(x)
+    failed = [m.message for m in modes if m.message]
+    ok = np.isfinite(vals).all() and not failed
+    cov = covariance_step(obj, x, covariance) if (covariance and ok) else None
+    msg = (f"SAEM {opts.n_burn} + {opts.n_smooth} iterations (seed {opts.seed}); objective and covariance by "
+           f"FOCE-I at the SAEM estimates" + ("; " + "; ".join(notes[:3]) if notes else "")
+           + ("; " + "; ".join(failed[:3]) if failed else ""))
+    return assemble_fit(problem, "saem", x, vals, modes, cov, bool(ok), msg, opts.n_burn + opts.n_smooth,
+                        obj.n_evaluations, time.perf_counter() - t0)
 
 
 def _problem(model, data, estimate, random_effects, error, fixed, covariates, rtol, atol) -> Problem:
@@ -209,7 +232,7 @@ def _relative_gradient(x: np.ndarray, g: np.ndarray | None, f: float) -> float:
     return float(np.max(np.abs(g) * np.maximum(np.abs(x), 1.0)) / max(abs(f), 1.0))
 
 
-def _progress_callback(progress) -> Callable[[int, float], None] | None:
+def _progress_callback(progress, label: str = "OFV") -> Callable[[int, float], None] | None:
     if progress is True:
-        return lambda it, ofv: print(f"  iteration {it:4d}  OFV {ofv:.6f}", flush=True)
+        return lambda it, ofv: print(f"  iteration {it:4d}  {label} {ofv:.6f}", flush=True)
     return progress or None

@@ -10,6 +10,7 @@ Quick start
 """
 
 from kinetics.analysis import BCellRecovery, b_cell_recovery_time
+from kinetics.analysis import NCAResult, nca, nca_table
 from kinetics.data import Dataset, read_dataset
 from kinetics.errors import (
     DatasetError,
@@ -22,6 +23,7 @@ from kinetics.errors import (
     SolverInputError,
 )
 from kinetics.fit import PopulationFit, evaluate_objective, fit_population
+from kinetics.fit import IndividualFits, fit_individual, read_fit_spec, run_fit_spec
 from kinetics.model import Model, Parameter, build_model, library_names, read_model_file
 from kinetics.solve import (
     METHODS,
@@ -46,3 +48,5 @@ __all__ = [
     "SolveStatus", "SolverInputError", "build_model", "compile_model", "library_names", "load_model",
     "read_model_file", "__version__",
 ]
+__all__ += ["NCAResult", "nca", "nca_table"]
+__all__ += ["IndividualFits", "fit_individual", "read_fit_spec", "run_fit_spec"]

@@ -1,9 +1,10 @@
-"""The ``kinetics`` command: list library models, simulate a model from the shell.
+"""The ``kinetics`` command: list library models, simulate a model, run a fit specification.
 
 Examples
 --------
 kinetics models
 kinetics simulate oral_1cmt --dose 0:320:depot --until 24 --csv conc.csv --plot conc.png
+kinetics fit fits/theophylline_focei.toml --out results/theoph
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kinetics.errors import KineticsError
+from kinetics.fit import read_fit_spec, run_fit_spec
 from kinetics.model import find_model_file, library_names, read_model_file
 from kinetics.solve import Dose, load_model
 
@@ -85,9 +87,43 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if sim.success else 3
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    spec = read_fit_spec(args.spec)
+    print(f"fitting '{spec.model}' to {spec.data} by {spec.method} ({spec.path})", flush=True)
+    fit = run_fit_spec(spec, progress=True)
+    print(fit.summary())
+    try:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            fit.to_json(args.json)
+            print(f"wrote {args.json}", file=sys.stderr)
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            fit.to_json(out / "fit.json")
+            if spec.method == "individual":
+                fit.predictions().to_csv(out / "predictions.csv", index=False)
+                fit.table().to_csv(out / "estimates.csv", index=False)
+                written = ("fit.json", "predictions.csv", "estimates.csv")
+            else:
+                fit.predictions.to_csv(out / "predictions.csv", index=False)
+                fit.etas.join(fit.individual_params).to_csv(out / "etas.csv")
+                written = ("fit.json", "predictions.csv", "etas.csv")
+            print(f"wrote {', '.join(str(out / w) for w in written)}", file=sys.stderr)
+    except OSError as exc:
+        print(f"kinetics: error: cannot write results: {exc}", file=sys.stderr)
+        return 2
+    if not fit.success:
+        failed = ([f"subject {f.id}: {f.message}" for f in fit.fits if not f.success] if spec.method == "individual"
+                  else [fit.message])
+        print("kinetics: the fit did not converge: " + "; ".join(failed), file=sys.stderr)
+        return 3
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kinetics`` command."""
-    parser = argparse.ArgumentParser(prog="kinetics", description="CAR-T kinetics models: simulate and list.")
+    parser = argparse.ArgumentParser(prog="kinetics", description="CAR-T kinetics models: list, simulate, fit.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the model library").set_defaults(func=_cmd_models)
     sim = sub.add_parser("simulate", help="simulate a model (library name or .toml path)")
@@ -104,11 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--plot", help="write a figure of the outputs to this PNG file")
     sim.add_argument("--log", action="store_true", help="log-scale y axes in the figure")
     sim.set_defaults(func=_cmd_simulate)
+    fit = sub.add_parser("fit", help="run a fit specification (fits/*.toml): population or individual fits")
+    fit.add_argument("spec", help="fit specification file (TOML; see fits/README.md)")
+    fit.add_argument("--json", metavar="PATH", help="write the full result as JSON")
+    fit.add_argument("--out", metavar="DIR",
+                     help="write fit.json, predictions.csv and etas.csv (population) or estimates.csv (individual)")
+    fit.set_defaults(func=_cmd_fit)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for bad input, 3 for a failed solve)."""
+    """Run the command line; returns the exit status (2 for bad input, 3 for a failed solve or a fit that did
+    not converge)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

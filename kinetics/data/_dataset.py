@@ -38,6 +38,7 @@ class SubjectData:
     limit: np.ndarray
     lines: np.ndarray
     dose_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    units: tuple[str, ...] = ()                                      # UNIT column per observation ("" if absent)
     covariates: Mapping[str, object] = field(default_factory=dict)   # value on the subject's first row
     time_varying: frozenset[str] = frozenset()                       # covariates that change within the subject
 
@@ -102,7 +103,8 @@ class Dataset:
 
         Checks that every dose target (CMT) is a dose target of the model, every OUTPUT names a
         model output (DVID k = the k-th output; with neither column the model must have one output),
-        and that outputs fitted on the log scale have positive DV (or censoring limit).
+        that a UNIT column agrees with the output's declared unit, and that outputs fitted on the log
+        scale have positive DV (or censoring limit).
 
         Raises
         ------
@@ -120,9 +122,15 @@ class Dataset:
                                     f"'{model.name}' (targets: {', '.join(targets) or 'none'})"
                                     f"{did_you_mean(d.target, targets)}")
             names = []
-            for name, dv, c, line in zip(s.outputs, s.dv, s.cens, s.lines):
+            units = s.units or ("",) * len(s.outputs)
+            for name, dv, c, line, unit in zip(s.outputs, s.dv, s.cens, s.lines, units):
                 name = _resolve_output(name, outputs, model.name, int(line), problems)
                 names.append(name)
+                if unit and name in outputs:
+                    expected = model.model.outputs[outputs.index(name)].unit
+                    if expected and _unit_key(unit) != _unit_key(expected):
+                        problems.append(f"line {line}, column UNIT: DV is in '{unit}' but output '{name}' of model "
+                                        f"'{model.name}' is in '{expected}': convert the data or the model")
                 if name in log_set and not dv > 0:
                     what = "censoring limit" if c != UNCENSORED else "DV"
                     problems.append(f"line {line}, column DV: {what} {dv:g} is not positive but output '{name}' "
@@ -131,6 +139,11 @@ class Dataset:
         if problems:
             raise DatasetError(self.source, problems)
         return replace(self, subjects=tuple(resolved))
+
+
+def _unit_key(unit: str) -> str:
+    """Units compare without spaces or case, with the micro sign written u (copies/µg == copies/ug)."""
+    return unit.replace("µ", "u").replace("μ", "u").replace(" ", "").lower()
 
 
 def _resolve_output(name: str, outputs: tuple[str, ...], model_name: str, line: int, problems: list[str]) -> str:

@@ -1,8 +1,8 @@
 """Read and validate a NONMEM-style event table.
 
 Columns (case-insensitive): ``ID, TIME, DV`` (required), ``EVID`` (required when there are dose
-rows), ``MDV, AMT, CMT, OUTPUT`` or ``DVID``, ``CENS, LIMIT, LLOQ, RATE, DUR``; any other column
-is a covariate. ``.``, ``NA`` and empty cells are missing values. Every violation is collected and
+rows), ``MDV, AMT, CMT, OUTPUT`` or ``DVID``, ``CENS, LIMIT, LLOQ, RATE, DUR``, ``UNIT`` (the unit of
+DV, checked against the model output's unit); any other column is a covariate. ``.``, ``NA`` and empty cells are missing values. Every violation is collected and
 reported with its source line and column; nothing is dropped, clipped or guessed.
 """
 
@@ -23,7 +23,7 @@ __all__ = ["read_dataset", "RESERVED_COLUMNS"]
 
 NUMERIC_COLUMNS = ("TIME", "DV", "MDV", "EVID", "AMT", "CENS", "LIMIT", "LLOQ", "RATE", "DUR", "DVID")
 RESERVED_COLUMNS = ("ID", "TIME", "DV", "MDV", "EVID", "AMT", "CMT", "OUTPUT", "CENS", "LIMIT", "LLOQ",
-                    "RATE", "DUR", "DVID")
+                    "RATE", "DUR", "DVID", "UNIT")
 _MISSING = frozenset({"", ".", "NA"})
 _MAX_PROBLEMS = 1000   # stop collecting after this many (the message shows the first 40)
 
@@ -67,7 +67,9 @@ def read_dataset(data: str | os.PathLike | pd.DataFrame, *, name: str | None = N
 
 def _load_raw(data, name: str | None) -> tuple[pd.DataFrame, str]:
     if isinstance(data, pd.DataFrame):
-        return data.astype(str).reset_index(drop=True).copy(), name or "DataFrame"
+        # pandas' missing values (nan, None, NA) are missing cells, like '.' in a file
+        text = data.reset_index(drop=True).astype(object).map(lambda v: "" if pd.isna(v) else str(v))
+        return text, name or "DataFrame"
     path = Path(data)
     source = name or str(path)
     if not path.is_file():
@@ -108,7 +110,7 @@ def _normalise(raw: pd.DataFrame, source: str, problems: list[str]) -> pd.DataFr
         table["EVID"] = 0.0
     if "MDV" not in table.columns:
         table["MDV"] = np.where(table["EVID"] == 0, 0.0, 1.0)
-    for col in ("CMT", "OUTPUT", "ID"):
+    for col in ("CMT", "OUTPUT", "ID", "UNIT"):
         if col in table.columns:
             table[col] = table[col].where(~table[col].isin(_MISSING), "")
     for col in ("AMT", "RATE", "DUR", "CENS"):
@@ -126,6 +128,7 @@ def _parse_numeric(col: pd.Series, name: str, lines: pd.Series, problems: list[s
     """Missing -> nan; anything else must be a float literal (nan/inf literals are kept, then rejected)."""
     out = np.full(len(col), np.nan)
     for i, (v, line) in enumerate(zip(col, lines)):
+        v = str(v)
         if v in _MISSING:
             continue
         try:
@@ -241,12 +244,14 @@ def _subjects(t: pd.DataFrame, covariates: tuple[str, ...], problems: list[str])
             outputs = tuple(f"#{int(v)}" for v in obs["DVID"])
         else:
             outputs = tuple("" for _ in range(len(obs)))
+        units = tuple(str(v) for v in obs["UNIT"]) if "UNIT" in obs.columns else ("",) * len(obs)
         cens = obs["CENS"].fillna(0).to_numpy(dtype=np.int8)
         limit = np.where(cens == CENSORED_LEFT, -np.inf, np.inf)
         limit = np.where(obs["LIMIT"].notna().to_numpy(), obs["LIMIT"].to_numpy(dtype=float), limit)
         out.append(SubjectData(id=str(sid), doses=doses, times=obs["TIME"].to_numpy(dtype=float),
                                outputs=outputs, dv=obs["DV"].to_numpy(dtype=float), cens=cens, limit=limit,
                                lines=obs["LINE"].to_numpy(dtype=int), dose_lines=dose_rows["LINE"].to_numpy(dtype=int),
+                               units=units,
                                covariates=cov, time_varying=frozenset(varying)))
     return tuple(out)
 

@@ -42,7 +42,8 @@ class ConditionalMode:
     jac: np.ndarray | None    # d f / d eta at the mode
     iterations: int
     converged: bool
-    message: str
+    message: str              # why the objective could not be evaluated ("" if it could)
+    warning: str = ""         # e.g. the eta optimisation stopped before its tolerance (the value is still usable)
 
 
 def _evaluate(problem: Problem, i: int, theta, beta, omega_inv, sigmas, eta, f_var, need_jac: bool = True):
@@ -74,7 +75,7 @@ def find_mode(problem: Problem, i: int, theta, beta, omega_inv, sigmas, eta0: np
               f_var: np.ndarray | None = None, tol: float = 1e-10, max_iter: int = 100) -> ConditionalMode:
     """Minimise the conditional objective over the etas by damped Gauss-Newton (line search on l).
 
-    Converged when the Newton decrement ``g' H^-1 g`` is below ``tol`` (or below the rounding level of l).
+    Converged when the Newton decrement ``g' H^-1 g`` is below ``tol`` (or the Gauss-Newton step is below 1e-9).
     """
     eta = np.array(eta0, dtype=float)
     l, g, h, f, jac, msg = _evaluate(problem, i, theta, beta, omega_inv, sigmas, eta, f_var)
@@ -86,23 +87,47 @@ def find_mode(problem: Problem, i: int, theta, beta, omega_inv, sigmas, eta0: np
     for it in range(1, max_iter + 1):
         step = -np.linalg.solve(h, g)
         decrement = -float(g @ step)
-        if decrement < max(tol, 1e-13 * max(1.0, abs(l))):   # or at the floating-point floor of l
+        if decrement < tol or np.max(np.abs(step)) < 1e-9:   # or the etas no longer move
             return ConditionalMode(eta, l, h, f, jac, it - 1, True, "")
-        alpha = 1.0
-        for _ in range(40):
-            cand = eta + alpha * step
-            res = _evaluate(problem, i, theta, beta, omega_inv, sigmas, cand, f_var)
-            if res[0] <= l - 1e-4 * alpha * decrement:
-                break
-            alpha *= 0.5
+        if decrement < 1e-8:
+            # inside the quadratic region: the function value cannot resolve the decrease any more (solver
+            # noise), the gradient still can; take the Gauss-Newton step
+            cand = eta + step
         else:
-            # no decrease along a descent direction: at the mode to working precision
-            return ConditionalMode(eta, l, h, f, jac, it, decrement < 1e-6,
-                                   "" if decrement < 1e-6 else "line search failed in the eta optimisation")
+            cand = _descent(problem, i, theta, beta, omega_inv, sigmas, f_var, eta, l, g, h, step, decrement)
+        if cand is None:
+            # no decrease along Gauss-Newton or damped directions: a kink (e.g. a switch time) or the
+            # rounding floor; the point is kept and the caller told
+            done = decrement < 1e-6
+            return ConditionalMode(eta, l, h, f, jac, it, done, "",
+                                   "" if done else f"subject {problem.subjects[i].data.id}: eta optimisation "
+                                   f"stopped without decrease (Newton decrement {decrement:.2g})")
         eta = cand
-        l, g, h, f, jac, msg = res
-    return ConditionalMode(eta, l, h, f, jac, max_iter, False, f"eta optimisation did not converge in {max_iter} "
-                                                                 "iterations")
+        l, g, h, f, jac, msg = _evaluate(problem, i, theta, beta, omega_inv, sigmas, eta, f_var)
+        if msg:
+            return ConditionalMode(eta, np.inf, np.eye(eta.size), f, None, it, False, msg)
+    return ConditionalMode(eta, l, h, f, jac, max_iter, False, "",
+                           f"subject {problem.subjects[i].data.id}: eta optimisation did not converge in "
+                           f"{max_iter} iterations")
+
+
+def _descent(problem, i, theta, beta, omega_inv, sigmas, f_var, eta, l, g, h, step, decrement):
+    """A point with sufficient decrease: backtracking on the Gauss-Newton step, then Levenberg-Marquardt
+    damped steps; trial points are solved without sensitivities. None if nothing decreases l."""
+    def value(cand):
+        return _evaluate(problem, i, theta, beta, omega_inv, sigmas, cand, f_var, need_jac=False)[0]
+
+    alpha = 1.0
+    for _ in range(12):
+        if value(eta + alpha * step) <= l - 1e-4 * alpha * decrement:
+            return eta + alpha * step
+        alpha *= 0.5
+    diag = np.diag(np.diag(h))
+    for lam in (1.0, 10.0, 100.0, 1e3):
+        damped = -np.linalg.solve(h + lam * diag, g)
+        if value(eta + damped) < l + 1e-4 * float(g @ damped):
+            return eta + damped
+    return None
 
 
 def population_prediction(problem: Problem, i: int, theta, beta) -> tuple[np.ndarray, str]:

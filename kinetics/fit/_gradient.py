@@ -37,7 +37,7 @@ def _pieces_at(problem: Problem, i: int, theta, beta, omega_inv, sigmas, eta):
     return l, g, _logdet_half(hh)
 
 
-def subject_gradient(problem: Problem, i: int, x: np.ndarray, mode: ConditionalMode, h: float = 1e-4) -> np.ndarray:
+def subject_gradient(problem: Problem, i: int, x: np.ndarray, mode: ConditionalMode, h: float = 1e-3) -> np.ndarray:
     """d OFV_i / dx for one subject at its mode (nan if a solve fails)."""
     theta, beta, omega, sigmas = problem.split(x)
     q, nt, nc, no = problem.n_eta, problem.n_theta, len(problem.covariate_effects), problem.n_omega_params

@@ -218,7 +218,7 @@ def params_to_omega(x: np.ndarray, q: int, full: bool) -> np.ndarray:
 def build_problem(model, data: Dataset, *, estimate: Mapping[str, float], random_effects: Mapping[str, float]
                   | np.ndarray | None = None, error: Mapping[str, str | Mapping] | None = None,
                   fixed: Mapping[str, float] | None = None, covariates: Mapping[str, Mapping] | None = None,
-                  eta_names: tuple[str, ...] | None = None, rtol: float = 1e-8, atol: float = 1e-10) -> Problem:
+                  eta_names: tuple[str, ...] | None = None, rtol: float = 1e-6, atol: float = 1e-8) -> Problem:
     """Check the specification against the model and data and assemble a :class:`Problem`.
 
     Raises :class:`FitSpecError` naming the offending parameter / output, and

@@ -170,6 +170,9 @@ def assemble_fit(problem: Problem, method: str, x: np.ndarray, vals: np.ndarray,
                  covariance: CovarianceResult | None, success: bool, message: str, n_iterations: int,
                  n_evaluations: int, run_time_s: float) -> PopulationFit:
     theta, beta, omega, sigmas = problem.split(x)
+    warnings = [m.warning for m in modes if m.warning]
+    if warnings:
+        message += f"; {len(warnings)} subject(s) with a warning: {warnings[0]}"
     n_gauss = sum(n_gaussian_terms(s.data.cens) for s in problem.subjects)
     n_cens = sum(int(np.count_nonzero(s.data.cens)) for s in problem.subjects)
     ofv = float(np.sum(vals))

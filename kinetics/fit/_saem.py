@@ -30,6 +30,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from kinetics.errors import FitSpecError
+from kinetics.fit._likelihood import observation_terms
 from kinetics.fit._problem import Problem, omega_to_params
 
 __all__ = ["SaemOptions", "run_saem"]
@@ -44,6 +45,7 @@ class SaemOptions:
     n_prior_moves: int = 2       # independent proposals from the prior per iteration
     n_joint_moves: int = 2       # joint random-walk proposals
     n_single_moves: int = 1      # one-at-a-time random-walk sweeps
+    n_chains: int | None = None  # parallel chains per subject; default: enough for 50 subject-chains (Monolix)
     seed: int = 0
     annealing: float = 0.95      # largest relative decrease of a variance per burn-in iteration
     fixed_effect_decay: float = 0.9
@@ -52,8 +54,8 @@ class SaemOptions:
 class _State:
     """Mutable SAEM state: current samples, statistics and parameter values."""
 
-    def __init__(self, problem: Problem, rng: np.random.Generator) -> None:
-        self.problem, self.rng = problem, rng
+    def __init__(self, problem: Problem, rng: np.random.Generator, n_chains: int) -> None:
+        self.problem, self.rng, self.n_chains = problem, rng, n_chains
         est, etas = problem.estimate, problem.eta_names
         self.comps = tuple(est) + tuple(n for n in etas if n not in est)
         self.has_iiv = np.array([c in etas for c in self.comps])
@@ -81,10 +83,10 @@ class _State:
         self.pseudo_var = np.where(self.has_iiv, 0.0, 0.1)
         self.sigmas = [s.copy() for s in problem.sigma0]
         n = len(problem.subjects)
-        self.z = np.zeros((n, nc))                     # current eta (incl. pseudo components)
-        self.c_sum = np.full(n, np.inf)
-        self.f = [np.zeros(s.time_index.size) for s in problem.subjects]
+        self.z = np.zeros((n_chains * n, nc))          # current eta per chain and subject (chain-major)
+        self.c_sum = np.full(n_chains * n, np.inf)
         self.rw_scale = np.full(nc, 0.3)
+        self._flatten()
         self.s1 = np.zeros((n, nc))                    # SA of u_i
         self.s2 = np.zeros((nc, nc))                   # SA of sum_i u_i u_i'
         self.res_stats: list[np.ndarray] | None = None
@@ -96,99 +98,124 @@ class _State:
         om[np.ix_(self.iiv_pos, self.iiv_pos)] = self.omega_iiv
         return om if nc else np.zeros((0, 0))
 
-    def u(self, i: int, z: np.ndarray) -> np.ndarray:
-        return self.design[i] @ self.b + self.offset[i] + z
+    def _flatten(self) -> None:
+        """All subjects' observations as flat arrays on one time grid, for batch solves."""
+        p = self.problem
+        subs = list(p.subjects) * self.n_chains
+        self.grid = np.unique(np.concatenate([s.solve_times for s in subs]))
+        t0 = min(0.0, float(self.grid[0]), min((d.time for s in subs for d in s.data.doses), default=0.0))
+        self.solver = p.model.repeated_batch_solver(self.grid, [list(s.data.doses) for s in subs], len(subs),
+                                                     rtol=p.rtol, atol=p.atol, t0=t0)
+        self.obs_subject = np.concatenate([np.full(s.time_index.size, i) for i, s in enumerate(subs)])
+        self.obs_time = np.concatenate([np.searchsorted(self.grid, s.solve_times)[s.time_index] for s in subs])
+        self.obs_output = np.concatenate([s.output_index for s in subs])
+        self.obs_error = np.concatenate([s.error_index for s in subs])
+        self.y = np.concatenate([s.y for s in subs])
+        self.limit = np.concatenate([s.limit for s in subs])
+        self.cens = np.concatenate([s.data.cens for s in subs])
+        self.design_all = np.array(self.design * self.n_chains)     # (chains * n, nc, nb)
+        self.offset_all = np.array(self.offset * self.n_chains)     # (chains * n, nc)
+        self.f_all = np.zeros(self.y.size)
 
-    def likelihood(self, i: int, z: np.ndarray) -> tuple[float, np.ndarray | None]:
-        """sum of c_j at eta = z (inf when the solve fails) and the predictions."""
-        p = self.problem.base_params.copy()
-        p[self.param_pos] = np.exp(self.u(i, z))
-        f, _, msg = self.problem.predict(i, p)
-        if msg:
-            return np.inf, None
-        t = self.problem.terms(i, f, self.sigmas)[0]
-        return float(np.sum(t.c)), f
+    def u_all(self, z: np.ndarray) -> np.ndarray:
+        return np.einsum("ikb,b->ik", self.design_all, self.b) + self.offset_all + z
+
+    def likelihood_all(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-subject sum of c_j at etas ``z`` (n, nc) by one batch solve (inf where a solve fails),
+        and the flat predictions."""
+        pm = np.tile(self.problem.base_params, (z.shape[0], 1))
+        pm[:, self.param_pos] = np.exp(self.u_all(z))
+        out, ok = self.solver(pm)
+        f = out[self.obs_subject, self.obs_time, self.obs_output]
+        m, v = np.empty_like(f), np.empty_like(f)
+        for k, (e, sd) in enumerate(zip(self.problem.error_models, self.sigmas)):
+            sel = self.obs_error == k
+            m[sel] = e.prediction(f[sel])[0]
+            v[sel] = e.variance(f[sel], sd)[0]
+        c = observation_terms(self.y, m, v, self.cens, self.limit).c
+        c_sum = np.bincount(self.obs_subject, weights=np.where(np.isfinite(c), c, 0.0), minlength=z.shape[0])
+        bad = np.bincount(self.obs_subject, weights=~np.isfinite(c), minlength=z.shape[0]) > 0
+        c_sum[bad | ~ok] = np.inf
+        return c_sum, f
 
 
 def _e_step(st: _State, opts: SaemOptions) -> None:
+    """Metropolis-Hastings moves for all subjects at once (one batch solve per move)."""
     omega = st.omega_full()
-    nc = len(st.comps)
+    n, nc = st.z.shape
     if nc == 0:
         return
     chol = np.linalg.cholesky(omega)
     omega_inv = np.linalg.inv(omega)
-    acc_joint, acc_single, tries_joint, tries_single = 0, np.zeros(nc), 0, np.zeros(nc)
-    for i in range(len(st.problem.subjects)):
-        z = st.z[i]
-        c, f = st.likelihood(i, z)
-        if f is not None:
-            st.f[i] = f
-        prior = z @ omega_inv @ z
-        for _ in range(opts.n_prior_moves):
-            cand = chol @ st.rng.standard_normal(nc)
-            c_new, f_new = st.likelihood(i, cand)
-            if np.log(st.rng.random()) < -0.5 * (c_new - c):
-                z, c, f = cand, c_new, f_new
-                st.f[i] = f
-        prior = z @ omega_inv @ z
-        for _ in range(opts.n_joint_moves):
-            cand = z + st.rw_scale * np.sqrt(np.diag(omega)) * st.rng.standard_normal(nc)
-            c_new, f_new = st.likelihood(i, cand)
-            p_new = cand @ omega_inv @ cand
-            tries_joint += 1
-            if np.log(st.rng.random()) < -0.5 * (c_new + p_new - c - prior):
-                z, c, prior = cand, c_new, p_new
-                st.f[i] = f_new
-                acc_joint += 1
-        for _ in range(opts.n_single_moves):
-            for k in range(nc):
-                cand = z.copy()
-                cand[k] += st.rw_scale[k] * np.sqrt(omega[k, k]) * st.rng.standard_normal()
-                c_new, f_new = st.likelihood(i, cand)
-                p_new = cand @ omega_inv @ cand
-                tries_single[k] += 1
-                if np.log(st.rng.random()) < -0.5 * (c_new + p_new - c - prior):
-                    z, c, prior = cand, c_new, p_new
-                    st.f[i] = f_new
-                    acc_single[k] += 1
-        st.z[i], st.c_sum[i] = z, c
+    sd = np.sqrt(np.diag(omega))
+    c, f = st.likelihood_all(st.z)
+    z = st.z.copy()
+    prior = np.einsum("ik,kl,il->i", z, omega_inv, z)
+
+    def accept(cand, c_new, f_new, log_ratio):
+        nonlocal z, c, f, prior
+        take = np.log(st.rng.random(n)) < log_ratio
+        take &= np.isfinite(c_new)
+        z = np.where(take[:, None], cand, z)
+        c = np.where(take, c_new, c)
+        sel = take[st.obs_subject]
+        f = np.where(sel, f_new, f)
+        prior = np.einsum("ik,kl,il->i", z, omega_inv, z)
+        return take
+
+    for _ in range(opts.n_prior_moves):            # independent proposals from the prior
+        cand = st.rng.standard_normal((n, nc)) @ chol.T
+        c_new, f_new = st.likelihood_all(cand)
+        accept(cand, c_new, f_new, -0.5 * (c_new - c))
+    for _ in range(opts.n_joint_moves):            # joint random walk
+        cand = z + st.rw_scale * sd * st.rng.standard_normal((n, nc))
+        c_new, f_new = st.likelihood_all(cand)
+        p_new = np.einsum("ik,kl,il->i", cand, omega_inv, cand)
+        accept(cand, c_new, f_new, -0.5 * (c_new + p_new - c - prior))
+    rate = np.zeros(nc)
+    for _ in range(opts.n_single_moves):           # one component at a time
+        for k in range(nc):
+            cand = z.copy()
+            cand[:, k] += st.rw_scale[k] * sd[k] * st.rng.standard_normal(n)
+            c_new, f_new = st.likelihood_all(cand)
+            p_new = np.einsum("ik,kl,il->i", cand, omega_inv, cand)
+            rate[k] += np.mean(accept(cand, c_new, f_new, -0.5 * (c_new + p_new - c - prior)))
     # adapt random-walk scales towards ~40 % acceptance (Monolix's target for these kernels)
-    rate = acc_single / np.maximum(tries_single, 1)
-    st.rw_scale *= np.where(rate > 0.4, 1.1, 0.9)
-    st.rw_scale = np.clip(st.rw_scale, 0.01, 5.0)
+    rate /= max(opts.n_single_moves, 1)
+    st.rw_scale = np.clip(st.rw_scale * np.where(rate > 0.4, 1.1, 0.9), 0.01, 5.0)
+    st.z, st.c_sum, st.f_all = z, c, f
 
 
-def _augmented_residuals(st: _State) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per error model: (augmented y - m)^2, f, and counts; censored y drawn from their truncated normal."""
-    groups: list[list] = [[[], []] for _ in st.problem.error_models]
-    for i, s in enumerate(st.problem.subjects):
-        f = st.f[i]
-        for k, (e, sd) in enumerate(zip(st.problem.error_models, st.sigmas)):
-            sel = s.error_index == k
-            if not sel.any():
-                continue
-            m = e.prediction(f[sel])[0]
-            v = e.variance(f[sel], sd)[0]
-            y = s.y[sel].copy()
-            cens = s.data.cens[sel]
-            cen = cens != 0
-            if cen.any():
-                sdv = np.sqrt(v[cen])
-                hi = np.where(cens[cen] == 1, y[cen], s.limit[sel][cen])
-                lo = np.where(cens[cen] == 1, s.limit[sel][cen], y[cen])
-                a, b = (lo - m[cen]) / sdv, (hi - m[cen]) / sdv
-                y[cen] = m[cen] + sdv * stats.truncnorm.rvs(a, b, random_state=st.rng)
-            groups[k][0].append((y - m) ** 2)
-            groups[k][1].append(f[sel])
-    return [(np.concatenate(g[0]) if g[0] else np.zeros(0), np.concatenate(g[1]) if g[1] else np.zeros(0))
-            for g in groups]
+def _augmented_residuals(st: _State) -> list[np.ndarray]:
+    """Per error model, per observation (chain averages): (augmented y - m)^2, f^2 and their ratio;
+    censored y drawn from their truncated normal given f."""
+    groups = []
+    for k, (e, sd) in enumerate(zip(st.problem.error_models, st.sigmas)):
+        sel = st.obs_error == k
+        f = st.f_all[sel]
+        m = e.prediction(f)[0]
+        v = e.variance(f, sd)[0]
+        y = st.y[sel].copy()
+        cens = st.cens[sel]
+        cen = cens != 0
+        if cen.any():
+            sdv = np.sqrt(v[cen])
+            hi = np.where(cens[cen] == 1, y[cen], st.limit[sel][cen])
+            lo = np.where(cens[cen] == 1, st.limit[sel][cen], y[cen])
+            a, b = (lo - m[cen]) / sdv, (hi - m[cen]) / sdv
+            y[cen] = m[cen] + sdv * stats.truncnorm.rvs(a, b, random_state=st.rng)
+        # per observation, averaged over chains (observations are tiled chain-major): (y - m)^2, f^2, (y - m)^2/f^2
+        r2, f2 = (y - m) ** 2, f * f
+        per_obs = np.stack([r2, f2, r2 / np.maximum(f2, 1e-300)]).reshape(3, st.n_chains, -1).mean(axis=1)
+        groups.append(per_obs)
+    return groups
 
 
 def _m_step(st: _State, gamma: float, burn: bool, opts: SaemOptions) -> None:
     n = len(st.problem.subjects)
-    u = np.array([st.u(i, st.z[i]) for i in range(n)])
-    st.s1 += gamma * (u - st.s1)
-    st.s2 += gamma * (u.T @ u - st.s2)
+    u = st.u_all(st.z)
+    st.s1 += gamma * (u.reshape(st.n_chains, n, -1).mean(axis=0) - st.s1)
+    st.s2 += gamma * (u.T @ u / st.n_chains - st.s2)
     omega = st.omega_full()
     omega_inv = np.linalg.inv(omega)
     # typical values and covariate coefficients: generalised least squares on the averaged u_i
@@ -214,12 +241,12 @@ def _m_step(st: _State, gamma: float, burn: bool, opts: SaemOptions) -> None:
 def _residual_m_step(st: _State, gamma: float, burn: bool, opts: SaemOptions) -> None:
     groups = _augmented_residuals(st)
     if st.res_stats is None:   # per observation: SA of (y - m)^2, f^2 and (y - m)^2 / f^2
-        st.res_stats = [np.stack([r2, f ** 2, r2 / np.maximum(f * f, 1e-300)]) for r2, f in groups]
-    for k, (e, (r2, f)) in enumerate(zip(st.problem.error_models, groups)):
-        if r2.size == 0:
+        st.res_stats = [g.copy() for g in groups]
+    for k, (e, new_stats) in enumerate(zip(st.problem.error_models, groups)):
+        if new_stats.shape[1] == 0:
             continue
         stat = st.res_stats[k]
-        stat += gamma * (np.stack([r2, f ** 2, r2 / np.maximum(f * f, 1e-300)]) - stat)
+        stat += gamma * (new_stats - stat)
         old = st.sigmas[k]
         if e.kind in ("additive", "log_additive"):
             new = np.array([np.sqrt(np.mean(stat[0]))])
@@ -249,7 +276,8 @@ def run_saem(problem: Problem, opts: SaemOptions, progress=None) -> tuple[np.nda
         if not lg:
             raise FitSpecError(f"SAEM estimates log-normal parameters; '{n}' is not positive by nature "
                                "(lower bound < 0): fix it or use FOCE-I")
-    st = _State(problem, np.random.default_rng(opts.seed))
+    n_chains = opts.n_chains or max(1, int(np.ceil(50 / max(len(problem.subjects), 1))))
+    st = _State(problem, np.random.default_rng(opts.seed), n_chains)
     notes: list[str] = []
     total = opts.n_burn + opts.n_smooth
     for it in range(1, total + 1):

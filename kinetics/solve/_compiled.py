@@ -346,6 +346,19 @@ class CompiledModel:
                                            max_steps, t0, None, None))
         return RepeatedSolver(self, t, names, args, max_steps)
 
+    def repeated_batch_solver(self, times: Sequence[float] | np.ndarray,
+                              doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None, n_sets: int, *,
+                              rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9, method: str = "auto",
+                              max_steps: int = 100_000, t0: float = 0.0) -> RepeatedBatchSolver:
+        """Batch solves (numba threads) of ``n_sets`` parameter sets on one grid, called many times.
+
+        ``doses`` is one schedule for all sets or one per set; arguments are checked once.
+        """
+        t = self._times(times, t0)
+        r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
+        table = self._dose_table(doses, n_sets, t0)
+        return RepeatedBatchSolver(self, t, n_sets, (r, a, mcode, ms), table, float(t0))
+
     def crossing_time(self, output: str, level: float, *, after: float = 0.0, until: float,
                       direction: str = "any", params: Mapping[str, float] | np.ndarray | None = None,
                       doses: Sequence[Dose] | None = None, rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9,
@@ -503,6 +516,46 @@ class RepeatedSolver:
         out = a[-4][:, :self._n_out].copy()
         d_out = a[-3][:, :self._n_out, :].copy() if sens is not None else None
         return out, d_out, msg
+
+
+class RepeatedBatchSolver:
+    """Solves many parameter sets on one grid for changing parameters (see
+    :meth:`CompiledModel.repeated_batch_solver`).
+
+    ``solver(P)`` with ``P`` of shape ``(n_sets, n_params)`` returns ``(outputs, ok)``: outputs
+    ``(n_sets, n_times, n_outputs)`` (a fresh array; nan after a failure) and a boolean mask of sets
+    that solved; :meth:`message` says why set ``i`` failed.
+    """
+
+    def __init__(self, model: CompiledModel, times: np.ndarray, n_sets: int, tol: tuple, dose_table: tuple,
+                 t0: float) -> None:
+        self.model, self.times, self.n_sets = model, times, n_sets
+        self._tol, self._doses, self._t0 = tol, dose_table, t0
+        n, no = len(model.state_names), len(model.output_names)
+        self._n_out = no
+        self._yout = np.empty((n_sets, times.size, n))
+        self._out = np.empty((n_sets, times.size, max(no, 1)))
+        self._dout = np.empty((n_sets, times.size, max(no, 1), 0))
+        self._ist = np.zeros((n_sets, 8), dtype=np.int64)
+        self._fst = np.zeros((n_sets, 4))
+        self._t_end = max(float(times[-1]) if times.size else t0, t0)
+        self._kernel = model.kernels.simulate_batch_kernel
+
+    def __call__(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = np.ascontiguousarray(params, dtype=float)
+        if p.shape != (self.n_sets, len(self.model.parameter_names)):
+            raise SolverInputError(f"params must have shape ({self.n_sets}, {len(self.model.parameter_names)}), "
+                                   f"got {p.shape}")
+        r, a, mcode, ms = self._tol
+        self._ist.fill(0)
+        self._fst.fill(0.0)
+        self._kernel(p, self.times, self._t0, self._t_end, *self._doses, r, a, mcode, ms, -1, 0.0, 0, 0.0,
+                     self._yout, self._out, self._dout, self._ist, self._fst)
+        return self._out[:, :, :self._n_out].copy(), self._ist[:, 5] == 0
+
+    def message(self, i: int) -> str:
+        status = SolveStatus(int(self._ist[i, 5]))
+        return status_message(status, float(self._fst[i, 0]), self._tol[3], self.model.model.time_unit)
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,13 @@ def test_dvid_resolves_to_model_outputs(tmp_path):
                             header="ID,TIME,DV,MDV,EVID,AMT,CMT,DVID\n"))
     bound = ds.for_model(kinetics.load_model("oral_1cmt"))
     assert bound.subjects[0].outputs == ("conc",)
+
+
+def test_unit_column_is_checked_against_the_model_output(tmp_path):
+    # issue 3: a wrong unit where an output meets data is flagged (line and column named)
+    header = HEADER.strip() + ",UNIT\n"
+    ok = read_dataset(write(tmp_path, DOSE.strip() + ",.\n1,1,3,0,0,.,,conc,0,mg / l\n", header=header))
+    ok.for_model(kinetics.load_model("oral_1cmt"))
+    bad = read_dataset(write(tmp_path, DOSE.strip() + ",.\n1,1,3,0,0,.,,conc,0,ng/mL\n", header=header, name="b.csv"))
+    with pytest.raises(DatasetError, match="line 3, column UNIT: DV is in 'ng/mL' but output 'conc' .* is in 'mg/L'"):
+        bad.for_model(kinetics.load_model("oral_1cmt"))

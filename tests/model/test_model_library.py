@@ -27,6 +27,11 @@ def test_library_file_loads(path):
     assert m.time_unit, "library models state their time unit"
     assert m.references, "library models cite their source"
     assert all(p.unit for p in m.parameters), "every library parameter has a unit ('1' if none)"
+    # issue 3: a parameter without a unit or source is flagged by a check over the library
+    no_source = [p.name for p in m.parameters if not p.source]
+    assert not no_source, f"{path.name}: parameters without a source: {no_source}"
+    no_unit = [o.name for o in m.outputs if not o.unit] + [s.name for s in m.states if not s.unit]
+    assert not no_unit, f"{path.name}: outputs/states without a unit: {no_unit}"
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@
 ``R`` is the observed information, half the Hessian of the objective ``-2 log L`` in the
 estimation parameters ``x``; ``S`` is the cross-product of the per-subject scores
 ``s_i = -1/2 d OFV_i / dx``. Covariance: ``"r"`` = R^-1, ``"s"`` = S^-1, ``"sandwich"`` = R^-1 S R^-1
-(NONMEM's default, nlmixr2's ``r,s``). A matrix that is not positive definite is reported as such
-and no standard errors are computed from it: nothing is "corrected".
+(NONMEM's default, nlmixr2's ``r,s``); ``"linearised"`` = the inverse Fisher information of the
+model linearised at the conditional modes (Monolix's linearization; robust where the objective has
+kinks, see :mod:`kinetics.fit._linearised`). A matrix that is not positive definite is reported as
+such and no standard errors are computed from it: nothing is "corrected".
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 __all__ = ["CovarianceResult", "covariance_step", "COVARIANCE_KINDS"]
 
-COVARIANCE_KINDS = ("sandwich", "r", "s")
+COVARIANCE_KINDS = ("sandwich", "r", "s", "linearised")
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,10 @@ class CovarianceResult:
 
     kind: str
     matrix: np.ndarray | None       # covariance of x; None when the matrix it needs is not positive definite
-    r: np.ndarray
-    s: np.ndarray
+    r: np.ndarray                   # R (observed information), or the linearised Fisher information
+    s: np.ndarray | None            # S (score cross-product); None for "linearised"
     r_eigenvalues: np.ndarray
-    s_eigenvalues: np.ndarray
+    s_eigenvalues: np.ndarray       # empty when S was not computed
     message: str
 
     @property
@@ -35,8 +37,8 @@ class CovarianceResult:
         return bool(np.all(self.r_eigenvalues > 0))
 
     @property
-    def s_positive_definite(self) -> bool:
-        return bool(np.all(self.s_eigenvalues > 0))
+    def s_positive_definite(self) -> bool | None:
+        return None if self.s is None else bool(np.all(self.s_eigenvalues > 0))
 
     @property
     def success(self) -> bool:
@@ -60,6 +62,8 @@ def covariance_step(objective, x: np.ndarray, kind: str = "sandwich", rel_step: 
     """R by central differences of the objective's gradient, S from the per-subject gradients, at ``x``."""
     if kind not in COVARIANCE_KINDS:
         raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_KINDS)} or None, got {kind!r}")
+    if kind == "linearised":
+        return _linearised(objective, x)
     saved = objective.etas.copy()
     p = x.size
     h = rel_step * np.maximum(1.0, np.abs(x))
@@ -81,6 +85,24 @@ def covariance_step(objective, x: np.ndarray, kind: str = "sandwich", rel_step: 
     scores = -0.5 * per_subject                    # (n_subjects, p)
     s = scores.T @ scores
     return _assemble(kind, r, s)
+
+
+def _linearised(objective, x: np.ndarray) -> CovarianceResult:
+    from kinetics.fit._linearised import linearised_information
+
+    _, modes = objective.modes_at(x)
+    info = linearised_information(objective.problem, x, modes)
+    ev = np.linalg.eigvalsh(info)
+    if np.all(ev > 0):
+        matrix = np.linalg.inv(info)
+        matrix = 0.5 * (matrix + matrix.T)
+        msg = "covariance from the linearised Fisher information (censored rows not included)"
+    else:
+        matrix = None
+        msg = (f"covariance step failed (linearised): the Fisher information is not positive definite (smallest "
+               f"eigenvalue {ev[0]:.3g}: a parameter the data do not inform); no standard errors")
+    return CovarianceResult(kind="linearised", matrix=matrix, r=info, s=None, r_eigenvalues=ev,
+                            s_eigenvalues=np.zeros(0), message=msg)
 
 
 def _assemble(kind: str, r: np.ndarray, s: np.ndarray) -> CovarianceResult:

@@ -140,7 +140,8 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
         ``{"CL": {"WT": "power"}, "V": {"SEX": "categorical"}}``; power effects use the median as
         reference unless ``{"kind": "power", "reference": 70}``.
     covariance
-        ``"sandwich"`` (R^-1 S R^-1), ``"r"``, ``"s"`` or None (skip the covariance step).
+        ``"sandwich"`` (R^-1 S R^-1), ``"r"``, ``"s"``, ``"linearised"`` (inverse Fisher information of the
+        model linearised at the modes; the default for SAEM) or None (skip the covariance step).
     progress
         True prints one line per iteration; a callable receives (iteration, ofv) (for SAEM every 10th
         iteration and the conditional -2 log L of the current samples).
@@ -190,8 +191,8 @@ def _fit_saem(problem: Problem, opts: SaemOptions, covariance: str | None, repor
     failed = [m.message for m in modes if m.message]
     ok = np.isfinite(vals).all() and not failed
     # the FOCE-I gradient is not zero at the SAEM estimates, so scores are not centred there and S (hence the
-    # sandwich) is inflated: SAEM reports the R-based covariance of the FOCE-I approximation
-    kind = "r" if covariance == "sandwich" else covariance
+    # sandwich) is inflated: by default SAEM reports the linearised Fisher information (as Monolix does)
+    kind = "linearised" if covariance == "sandwich" else covariance
     cov = covariance_step(obj, x, kind) if (kind and ok) else None
     msg = (f"SAEM {opts.n_burn} + {opts.n_smooth} iterations (seed {opts.seed}); objective and covariance by "
            f"FOCE-I at the SAEM estimates" + ("; " + "; ".join(notes[:3]) if notes else "")

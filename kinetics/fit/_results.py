@@ -124,7 +124,7 @@ class PopulationFit:
             "covariance": None if cov is None else {
                 "kind": cov.kind, "success": cov.success, "message": cov.message,
                 "matrix": None if cov.matrix is None else cov.matrix.tolist(), "parameters": list(self.x_names),
-                "r_eigenvalues": cov.r_eigenvalues.tolist(), "s_eigenvalues": cov.s_eigenvalues.tolist(),
+                "r_eigenvalues": cov.r_eigenvalues.tolist(), "s_eigenvalues": cov.s_eigenvalues.tolist() or None,
                 "condition_number": cov.condition_number},
             "etas": _records(self.etas.reset_index()), "individual_params": _records(self.individual_params.reset_index()),
             "predictions": _records(self.predictions),
@@ -142,8 +142,10 @@ def _covariance_line(cov: CovarianceResult | None) -> str:
     if cov is None:
         return "Covariance step: not run"
     r_ev = cov.r_eigenvalues
-    text = (f"Covariance step: {cov.message}\n  R eigenvalues [{r_ev[0]:.3g} .. {r_ev[-1]:.3g}], "
-            f"R positive definite: {cov.r_positive_definite}, S positive definite: {cov.s_positive_definite}")
+    label = "information" if cov.s is None else "R"
+    text = (f"Covariance step: {cov.message}\n  {label} eigenvalues [{r_ev[0]:.3g} .. {r_ev[-1]:.3g}], "
+            f"{label} positive definite: {cov.r_positive_definite}"
+            + ("" if cov.s is None else f", S positive definite: {cov.s_positive_definite}"))
     if cov.success:
         text += f", condition number {cov.condition_number:.3g}"
     return text

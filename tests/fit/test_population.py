@@ -96,6 +96,21 @@ def test_theophylline_sandwich_standard_errors_match_nlmixr2_rs(theoph_fit):
     assert np.isfinite(cov.condition_number)
 
 
+def test_theophylline_linearised_standard_errors_match_nlmixr2_analytic(oral, theoph, theoph_fit):
+    # nlmixr2 FOCEi with its analytic (linearised) covariance (reference/software.md 4.2): SE tka 0.1911,
+    # tcl 0.08366, tv 0.04654, add.sd 0.04951; same covariance type, so a 5 % tolerance
+    from kinetics.fit._covariance import covariance_step
+    from kinetics.fit._population import Objective
+
+    problem = build_problem(oral, theoph, estimate=theoph_fit.theta, random_effects={"ka": 0.6, "CL": 0.3, "V": 0.1},
+                            error={"conc": "additive"})
+    cov = covariance_step(Objective(problem, "focei"), theoph_fit.x, "linearised")
+    assert cov.success and cov.kind == "linearised"
+    se = cov.standard_errors()
+    add_sd = theoph_fit.sigma["conc.add"]
+    np.testing.assert_allclose([se[0], se[1], se[2], se[6] * add_sd], [0.1911, 0.08366, 0.04654, 0.04951], rtol=0.05)
+
+
 def test_fit_summary_and_json(theoph_fit, tmp_path):
     text = theoph_fit.summary()
     assert "FOCE-I" in text and "OFV" in text and "shrinkage" in text and "sandwich" in text

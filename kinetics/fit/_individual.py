@@ -60,8 +60,9 @@ HESSIAN_STEP = 1e-4                 # central-difference step (estimation scale)
 class ProfileInterval:
     """Profile-likelihood 95 % interval of one parameter: where ``-2LL`` (others re-optimised) rises
     by ``chi2_1(0.95) = 3.84`` from the optimum. ``*_open`` is True when the search reached the
-    parameter's bound (or ``max_distance`` on the estimation scale) first; the end is then that
-    point. ``points`` are the evaluated (natural value, rise in -2LL) pairs."""
+    parameter's bound, its search limit, or a failing solve first; the end is then the last point
+    reached and ``message`` says which. ``points`` are the evaluated (natural value, rise in -2LL)
+    pairs."""
 
     parameter: str
     low: float
@@ -123,7 +124,7 @@ class IndividualFit:
                  f"  -2LL (no 2pi constant) {self.ofv:.4f}   with constant {self.ofv_with_constant:.4f}   "
                  f"{self.n_observations} observations ({self.n_censored} censored, M3)",
                  f"  starts reaching the best -2LL (within {BEST_WITHIN}): {self.n_starts_at_best} of {self.n_starts}",
-                 f"  {'parameter':<16}{'estimate':>12}{'SE':>11}{'RSE%':>8}{'95% CI':>26}"]
+                 f"  {'parameter':<16}{'estimate':>12}{'SE':>11}{'RSE%':>8}  95% CI"]
         for name, v in self.estimates.items():
             se = self.standard_errors[name]
             rse = 100 * se / abs(v) if np.isfinite(se) and v != 0 else np.nan
@@ -134,7 +135,7 @@ class IndividualFit:
                 ci = f"[{lo:.4g}, {hi:.4g}]" if np.isfinite(lo) else "-"
             se_text = f"{se:.4g}" if np.isfinite(se) else "-"
             rse_text = f"{rse:.1f}" if np.isfinite(rse) else "-"
-            lines.append(f"  {name:<16}{v:>12.5g}{se_text:>11}{rse_text:>8}{ci:>26}")
+            lines.append(f"  {name:<16}{v:>12.5g}{se_text:>11}{rse_text:>8}  {ci}")
         lines.append(f"  covariance: {self.covariance_message}")
         return "\n".join(lines)
 
@@ -411,42 +412,48 @@ def _profile(obj, name: str, k: int, x_hat: np.ndarray, ofv_hat: float, se_k: fl
             lowest[:] = [d, v]
         return d, x1
 
-    ends, opens = [], []
-    for sign, bound in ((-1.0, lower[k]), (1.0, upper[k])):
+    ends, opens, notes = [], [], []
+    for side, sign, bound in (("lower", -1.0, lower[k]), ("upper", 1.0, upper[k])):
         step = Z_975 * se_k if np.isfinite(se_k) and se_k > 0 else 0.1
         v_in, start = x_hat[k], x_hat.copy()
-        end, is_open = None, True
+        end, is_open = v_in, True
         for _ in range(max_steps):
             v = v_in + sign * step
             if sign * (v - bound) >= 0:
                 v = bound
             d, x_opt = rise(v, start)
-            if np.isfinite(d) and d >= CHI2_1_95:
+            if not np.isfinite(d):
+                notes.append(f"{side} end: a solve failed at {name} = {nat(v):.6g}; open at the last good point")
+                break
+            if d >= CHI2_1_95:
                 def g(u, _s=start):
                     return rise(u, _s)[0] - CHI2_1_95
                 try:
                     end = optimize.brentq(g, min(v_in, v), max(v_in, v), xtol=1e-6 * max(1.0, abs(v)))
-                    is_open = False
-                except ValueError:   # not bracketed after all (a noisy or non-monotone profile)
-                    end = v
+                except ValueError:   # re-optimised profile no longer brackets 3.84 (solver noise): midpoint
+                    end = 0.5 * (v_in + v)
+                    notes.append(f"{side} end: the crossing was not bracketed on re-evaluation; midpoint of "
+                                 f"[{nat(min(v_in, v)):.6g}, {nat(max(v_in, v)):.6g}]")
+                is_open = False
                 break
-            if not np.isfinite(d):   # a solve failed: report the last good point as an open end
-                end = v_in
+            v_in, start, end = v, x_opt, v
+            if v == bound:
+                notes.append(f"{side} end: -2LL rose by only {d:.3g} at the bound {name} = {nat(v):.6g}; open")
                 break
-            v_in, start = v, x_opt
-            if v == bound or abs(v - x_hat[k]) >= max_distance:
-                end = v
+            if abs(v - x_hat[k]) >= max_distance:
+                notes.append(f"{side} end: -2LL rose by only {d:.3g} at {name} = {nat(v):.6g}, "
+                             f"{max_distance:g} from the estimate on the estimation scale; open")
                 break
             step *= 1.6
-        ends.append(nat(end if end is not None else v_in))
+        else:
+            notes.append(f"{side} end: no rise of 3.84 within {max_steps} steps; open")
+        ends.append(nat(end))
         opens.append(is_open)
     msg = "profile-likelihood interval (chi2_1 0.95 = 3.84)"
     if lowest[0] < -BEST_WITHIN:
         msg = (f"profile found -2LL lower than the fit by {-lowest[0]:.4g} at {name} = {nat(lowest[1]):.6g}: the fit "
                "is not at the global optimum; this interval is unreliable")
-    if any(opens):
-        msg += "; open-ended: " + ", ".join(s for s, o in zip(("lower", "upper"), opens) if o) + \
-               " end reached the bound or the search limit before -2LL rose by 3.84"
+    msg = "; ".join([msg, *notes])
     return ProfileInterval(parameter=name, low=ends[0], high=ends[1], low_open=opens[0], high_open=opens[1],
                            message=msg, points=tuple(sorted(points)))
 
@@ -496,6 +503,35 @@ def fit_individual(model, data, *, estimate: Mapping[str, float], error: Mapping
     FitSpecError
         Unknown parameter / output / profile name, an initial value outside the model's bounds,
         a negative ``n_starts``.
+
+    Notes
+    -----
+    Each start runs BFGS (lmfit) on ``x = [log p, log sd]`` with the sensitivity gradient (module
+    docstring). The best start wins; starts within ``1e-6`` of it are ties, resolved in favour of
+    the earliest (the given initial values first), and tied starts at different estimates are
+    listed in ``other_optima`` and the message (the ka/k flip-flop of the oral model gives two
+    exactly equal optima). A fit succeeds when its projected relative gradient
+    ``max_k |g_k| max(|x_k|, 1) / max(|OFV|, 1)`` is below ``1e-4``.
+
+    Standard errors: ``cov(x) = (H/2)^-1`` with ``H`` the Hessian of -2LL at the optimum (central
+    differences of the analytic gradient, step ``1e-4 max(1, |x_k|)``); natural scale by the delta
+    method (``SE(p) = p SE(log p)``); Wald intervals ``exp(log p +- 1.96 SE)``. Profile intervals:
+    the parameter is stepped away from its estimate (first step 1.96 SE), the others re-optimised
+    at each step, until -2LL rises by 3.84; Brent's method then locates the crossing (Venzon &
+    Moolgavkar 1988, doi:10.2307/2347496; Raue et al. 2009, doi:10.1093/bioinformatics/btp358).
+
+    Examples
+    --------
+    >>> import pandas as pd, kinetics
+    >>> frame = pd.DataFrame({"ID": 1, "TIME": [0, 0.5, 1, 2, 4, 8, 12, 24],
+    ...                       "DV": [".", 5.406, 7.139, 8.554, 7.383, 5.432, 3.568, 1.313],
+    ...                       "EVID": [1, 0, 0, 0, 0, 0, 0, 0], "AMT": [320] + ["."] * 7,
+    ...                       "CMT": ["depot"] + ["."] * 7})
+    >>> fits = kinetics.fit_individual(kinetics.load_model("oral_1cmt"), frame,
+    ...                                estimate={"ka": 1.0, "CL": 2.0, "V": 25.0}, error={"conc": "additive"})
+    >>> fit = fits.fits[0]
+    >>> fit.success, round(fit.estimates["CL"], 2)
+    (True, 2.81)
     """
     t0 = time.perf_counter()
     if not isinstance(data, Dataset):
@@ -620,9 +656,11 @@ def _fit_subject(problem: Problem, i: int, names, starts, vary, lower, upper, pr
     if at_bound:
         cov_msg += f"; at a bound: {', '.join(at_bound)} (its SE and Wald interval are not meaningful)"
     cov = None
-    if cov_v is not None:
+    if cov_v is not None:   # fixed components (held SDs) get nan rows and columns
         cov = np.full((x.size, x.size), np.nan)
         cov[np.ix_(vary, vary)] = cov_v
+        cov.flags.writeable = False
+    ev.flags.writeable = False
     se_x = np.sqrt(np.diag(cov)) if cov is not None else np.full(x.size, np.nan)
     is_log = np.array(list(problem.log_scale) + [True] * len(problem.sigma_names))
     nat = np.where(is_log, np.exp(np.where(is_log, x, 0.0)), x)

@@ -249,7 +249,7 @@ def test_profile_reports_an_open_end_at_a_bound(oral, theoph_frame):
                          profile=["F"], n_starts=0).fits[0]
     prof = fit.profile["F"]
     assert prof.high_open and prof.high == pytest.approx(1.0) and not prof.low_open
-    assert "open-ended: upper" in prof.message and str(prof).endswith(">=1]")
+    assert "upper end: -2LL rose by only" in prof.message and str(prof).endswith(">=1]")
 
 
 # -- (e) multi-start -------------------------------------------------------------------------------

@@ -19,11 +19,9 @@ LIMIT or +inf). This is Beal's M3 method (Ahn et al. 2008, doi:10.1007/s10928-00
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import log_ndtr
 
 from kinetics.data import CENSORED_LEFT
 from kinetics.errors import FitSpecError, did_you_mean
@@ -37,7 +35,6 @@ ERROR_MODELS: dict[str, tuple[str, ...]] = {
     "combined": ("add", "prop"),
     "log_additive": ("add",),
 }
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -119,66 +116,14 @@ def observation_terms(y: np.ndarray, m: np.ndarray, v: np.ndarray, cens: np.ndar
     ``m``, variances ``V``, censoring flags and the other ends of censoring intervals (transformed).
 
     Non-finite predictions or non-positive variances give ``c = inf`` (the caller reports it).
+    Computed by a numba kernel (:mod:`kinetics.fit._likelihood_kernel`).
     """
-    y, m, v = (np.asarray(a, dtype=float) for a in (y, m, v))
-    cens = np.asarray(cens)
-    c = np.empty_like(m)
-    c_m, c_v = np.zeros_like(m), np.zeros_like(m)
-    h_mm, h_mv, h_vv = np.zeros_like(m), np.zeros_like(m), np.zeros_like(m)
-    bad = ~(np.isfinite(m) & (v > 0) & np.isfinite(v))
-    obs = (cens == 0) & ~bad
-    if obs.any():
-        r, vv = y[obs] - m[obs], v[obs]
-        c[obs] = np.log(vv) + r * r / vv
-        c_m[obs] = -2.0 * r / vv
-        c_v[obs] = 1.0 / vv - r * r / (vv * vv)
-        h_mm[obs] = 2.0 / vv
-        h_vv[obs] = 1.0 / (vv * vv)
-    cen = (cens != 0) & ~bad
-    if cen.any():
-        _censored_terms(y[cen], m[cen], v[cen], cens[cen], np.asarray(limit, dtype=float)[cen],
-                        cen, c, c_m, c_v, h_mm, h_mv, h_vv)
-    c[bad] = np.inf
-    return ObservationTerms(c, c_m, c_v, h_mm, h_mv, h_vv)
+    from kinetics.fit._likelihood_kernel import observation_terms_kernel  # numba: loaded on first use
 
-
-def _censored_terms(y, m, v, cens, limit, where, c, c_m, c_v, h_mm, h_mv, h_vv) -> None:
-    hi = np.where(cens == CENSORED_LEFT, y, limit)
-    lo = np.where(cens == CENSORED_LEFT, limit, y)
-    s = np.sqrt(v)
-    b, a = (hi - m) / s, (lo - m) / s
-    log_p = _log_interval_probability(a, b)
-    # phi(z)/P without overflow; phi(+-inf) = 0 and z*phi(z) -> 0
-    with np.errstate(over="ignore", invalid="ignore"):
-        lam_b = np.where(np.isfinite(b), np.exp(-0.5 * b * b - 0.5 * _LOG_2PI - log_p), 0.0)
-        lam_a = np.where(np.isfinite(a), np.exp(-0.5 * a * a - 0.5 * _LOG_2PI - log_p), 0.0)
-        b_lam_b = np.where(np.isfinite(b), b * lam_b, 0.0)
-        a_lam_a = np.where(np.isfinite(a), a * lam_a, 0.0)
-    # c = -2 log P(a, b); partials in (b, a) and their Hessian (PSD)
-    c_b, c_a = -2.0 * lam_b, 2.0 * lam_a
-    h_bb = 2.0 * (b_lam_b + lam_b * lam_b)
-    h_aa = 2.0 * (-a_lam_a + lam_a * lam_a)
-    h_ab = -2.0 * lam_a * lam_b
-    # chain rule: dz/dm = -1/s, dz/dV = -z/(2V)
-    db_dm, da_dm = -1.0 / s, -1.0 / s
-    db_dv = np.where(np.isfinite(b), -b / (2.0 * v), 0.0)
-    da_dv = np.where(np.isfinite(a), -a / (2.0 * v), 0.0)
-    c[where] = -2.0 * log_p
-    c_m[where] = c_b * db_dm + c_a * da_dm
-    c_v[where] = c_b * db_dv + c_a * da_dv
-    h_mm[where] = h_bb * db_dm ** 2 + 2 * h_ab * db_dm * da_dm + h_aa * da_dm ** 2
-    h_mv[where] = h_bb * db_dm * db_dv + h_ab * (db_dm * da_dv + da_dm * db_dv) + h_aa * da_dm * da_dv
-    h_vv[where] = h_bb * db_dv ** 2 + 2 * h_ab * db_dv * da_dv + h_aa * da_dv ** 2
-
-
-def _log_interval_probability(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """log(Phi(b) - Phi(a)) for a < b, accurate in both tails."""
-    # work in the tail where the difference is not a cancellation: flip when the interval is right of 0
-    flip = a > 0
-    lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)
-    log_hi, log_lo = log_ndtr(hi), log_ndtr(lo)
-    with np.errstate(divide="ignore"):
-        return log_hi + np.log1p(-np.exp(np.minimum(log_lo - log_hi, 0.0)))
+    y, m, v, limit = (np.ascontiguousarray(a, dtype=float) for a in (y, m, v, limit))
+    out = np.empty((6, m.size))
+    observation_terms_kernel(y, m, v, np.ascontiguousarray(cens, dtype=np.int8), limit, out)
+    return ObservationTerms(*out)
 
 
 def n_gaussian_terms(cens: np.ndarray) -> int:

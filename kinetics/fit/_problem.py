@@ -175,10 +175,17 @@ class Problem:
         residual variance is evaluated at (FOCE without interaction: the population prediction).
         """
         s = self.subjects[i]
+        fv = f if f_variance is None else f_variance
+        if len(self.error_models) == 1:   # the common case: no masks needed
+            e, sd = self.error_models[0], sigmas[0]
+            m, dm = e.prediction(f)
+            v, dv, dvds = e.variance(fv, sd)
+            if f_variance is not None:
+                dv = np.zeros_like(dv)
+            return observation_terms(s.y, m, v, s.data.cens, s.limit), dm, dv, dvds * sd   # d/d log sd
         n = f.size
         m, dm, v, dv = (np.empty(n) for _ in range(4))
         dv_dsd = np.zeros((n, len(self.sigma_names)))
-        fv = f if f_variance is None else f_variance
         pos = 0
         for e_i, (e, sd) in enumerate(zip(self.error_models, sigmas)):
             sel = s.error_index == e_i
@@ -187,7 +194,7 @@ class Problem:
                 m[sel], dm[sel] = e.prediction(f[sel])
                 v_e, dvdf, dvds = e.variance(fv[sel], sd)
                 v[sel], dv[sel] = v_e, dvdf if f_variance is None else 0.0
-                dv_dsd[np.ix_(sel, range(pos, pos + k))] = dvds * sd   # d/d log sd
+                dv_dsd[sel, pos:pos + k] = dvds * sd   # d/d log sd
             pos += k
         return observation_terms(s.y, m, v, s.data.cens, s.limit), dm, dv, dv_dsd
 

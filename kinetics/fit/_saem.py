@@ -152,10 +152,12 @@ def _e_step(st: _State, opts: SaemOptions) -> None:
     z = st.z.copy()
     prior = np.einsum("ik,kl,il->i", z, omega_inv, z)
 
-    def accept(cand, c_new, f_new, log_ratio):
+    def accept(cand, c_new, f_new, new_total, old_total):
         nonlocal z, c, f, prior
-        take = np.log(st.rng.random(n)) < log_ratio
-        take &= np.isfinite(c_new)
+        # log acceptance ratio; a current state whose solve failed (inf) gives way to any valid candidate
+        with np.errstate(invalid="ignore"):
+            log_ratio = np.where(np.isfinite(old_total), -0.5 * (new_total - old_total), np.inf)
+        take = (np.log(st.rng.random(n)) < log_ratio) & np.isfinite(c_new)
         z = np.where(take[:, None], cand, z)
         c = np.where(take, c_new, c)
         sel = take[st.obs_subject]
@@ -166,12 +168,12 @@ def _e_step(st: _State, opts: SaemOptions) -> None:
     for _ in range(opts.n_prior_moves):            # independent proposals from the prior
         cand = st.rng.standard_normal((n, nc)) @ chol.T
         c_new, f_new = st.likelihood_all(cand)
-        accept(cand, c_new, f_new, -0.5 * (c_new - c))
+        accept(cand, c_new, f_new, c_new, c)
     for _ in range(opts.n_joint_moves):            # joint random walk
         cand = z + st.rw_scale * sd * st.rng.standard_normal((n, nc))
         c_new, f_new = st.likelihood_all(cand)
         p_new = np.einsum("ik,kl,il->i", cand, omega_inv, cand)
-        accept(cand, c_new, f_new, -0.5 * (c_new + p_new - c - prior))
+        accept(cand, c_new, f_new, c_new + p_new, c + prior)
     rate = np.zeros(nc)
     for _ in range(opts.n_single_moves):           # one component at a time
         for k in range(nc):
@@ -179,7 +181,7 @@ def _e_step(st: _State, opts: SaemOptions) -> None:
             cand[:, k] += st.rw_scale[k] * sd[k] * st.rng.standard_normal(n)
             c_new, f_new = st.likelihood_all(cand)
             p_new = np.einsum("ik,kl,il->i", cand, omega_inv, cand)
-            rate[k] += np.mean(accept(cand, c_new, f_new, -0.5 * (c_new + p_new - c - prior)))
+            rate[k] += np.mean(accept(cand, c_new, f_new, c_new + p_new, c + prior))
     # adapt random-walk scales towards ~40 % acceptance (Monolix's target for these kernels)
     rate /= max(opts.n_single_moves, 1)
     st.rw_scale = np.clip(st.rw_scale * np.where(rate > 0.4, 1.1, 0.9), 0.01, 5.0)

@@ -95,3 +95,13 @@ def test_combined_error_variance():
 def test_unknown_error_model_is_a_clear_error():
     with pytest.raises(FitSpecError, match="did you mean 'proportional'"):
         ErrorModel("proportion")
+
+
+def test_log_ndtr_kernel_matches_scipy_from_far_left_tail_to_right_tail():
+    from scipy.special import log_ndtr as scipy_log_ndtr
+
+    from kinetics.fit._likelihood_kernel import log_ndtr
+
+    xs = np.concatenate([np.linspace(-60, 12, 721), [-30.0, -29.999, 6.0, 6.001]])
+    ours = np.array([log_ndtr(x) for x in xs])
+    np.testing.assert_allclose(ours, scipy_log_ndtr(xs), rtol=1e-12, atol=1e-300)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kinetics.errors import FitSpecError
 from kinetics.fit._problem import Problem
 
 __all__ = ["ConditionalMode", "find_mode", "subject_objective", "OBJECTIVE_METHODS"]
@@ -187,7 +188,8 @@ def _fo_objective(problem, i, theta, beta, omega, sigmas) -> tuple[float, Condit
     eta = np.zeros(q)
     s = problem.subjects[i]
     if np.any(s.data.cens != 0):
-        raise ValueError("FO does not support censored observations (use FOCE-I or Laplace for M3)")
+        raise FitSpecError("method fo does not support censored observations (CENS rows): use focei, laplace or saem, "
+                           "which apply the M3 likelihood")
     params = problem.individual_params(i, theta, beta, eta)
     f, jac, msg = problem.predict(i, params, problem.eta_names)
     if msg:

@@ -163,3 +163,9 @@ def test_bad_specification_is_a_clear_error(oral, theoph, kwargs, match):
 def test_log_scale_error_on_zero_concentrations_is_a_data_error(oral, theoph):
     with pytest.raises(DatasetError, match="is not positive but output 'conc' is fitted on the log scale"):
         evaluate_objective(oral, theoph, params={"ka": 1.5}, random_effects={"ka": 0.1}, error={"conc": "log_additive"})
+
+
+def test_fo_with_censored_rows_is_a_clear_error(wang_model, wang_data):
+    with pytest.raises(FitSpecError, match="method fo does not support censored observations"):
+        evaluate_objective(wang_model, wang_data, params={"ke": 0.5}, random_effects={"ke": 0.04},
+                           error={"ipre": "proportional"}, method="fo")

@@ -195,8 +195,7 @@ def _fo_objective(problem, i, theta, beta, omega, sigmas) -> tuple[float, Condit
     if msg:
         return np.inf, ConditionalMode(eta, np.inf, np.eye(q), f, None, 0, False, msg)
     t, dm, _, _ = problem.terms(i, f, sigmas)
-    m, _ = _transformed(problem, i, f)
-    v = _variances(problem, i, f, sigmas)
+    m, v = problem.mean_and_variance(i, f, sigmas)
     g = dm[:, None] * jac
     cmat = g @ omega @ g.T + np.diag(v)
     r = s.y - m
@@ -205,21 +204,3 @@ def _fo_objective(problem, i, theta, beta, omega, sigmas) -> tuple[float, Condit
         return np.inf, ConditionalMode(eta, np.inf, np.eye(q), f, jac, 0, False, "FO covariance not positive definite")
     val = logdet + float(r @ np.linalg.solve(cmat, r))
     return val, ConditionalMode(eta, val, np.eye(q), f, jac, 0, True, "")
-
-
-def _transformed(problem: Problem, i: int, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = problem.subjects[i]
-    m, dm = np.empty_like(f), np.empty_like(f)
-    for k, e in enumerate(problem.error_models):
-        sel = s.error_index == k
-        m[sel], dm[sel] = e.prediction(f[sel])
-    return m, dm
-
-
-def _variances(problem: Problem, i: int, f: np.ndarray, sigmas) -> np.ndarray:
-    s = problem.subjects[i]
-    v = np.empty_like(f)
-    for k, (e, sd) in enumerate(zip(problem.error_models, sigmas)):
-        sel = s.error_index == k
-        v[sel] = e.variance(f[sel], sd)[0]
-    return v

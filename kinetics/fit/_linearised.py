@@ -51,7 +51,7 @@ def _subject_information(problem, i, x, eta, f, jac, dm, dv, dv_dsd, omega, d_om
     m_jac = (dm[:, None] * jac)[obs]                 # d m / d log param, observed rows
     v_jac = (dv[:, None] * jac)[obs]                 # d V / d log param
     g = m_jac[:, :q]
-    var = _variance(problem, i, f, x)[obs]
+    var = problem.mean_and_variance(i, f, problem.split(x)[3])[1][obs]
     cmat = g @ omega @ g.T + np.diag(var)
     c_inv = np.linalg.inv(cmat)
     p = x.size
@@ -75,16 +75,6 @@ def _subject_information(problem, i, x, eta, f, jac, dm, dv, dv_dsd, omega, d_om
     w = np.einsum("ij,ajk->aik", c_inv, d_c)         # C^-1 dC_a
     info += 0.5 * np.einsum("aij,bji->ab", w, w)
     return info
-
-
-def _variance(problem: Problem, i: int, f: np.ndarray, x: np.ndarray) -> np.ndarray:
-    sigmas = problem.split(x)[3]
-    s = problem.subjects[i]
-    v = np.empty_like(f)
-    for k, (e, sd) in enumerate(zip(problem.error_models, sigmas)):
-        sel = s.error_index == k
-        v[sel] = e.variance(f[sel], sd)[0]
-    return v
 
 
 def _omega_derivatives(problem: Problem, x: np.ndarray, h: float = 1e-6) -> list[np.ndarray]:

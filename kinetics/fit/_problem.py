@@ -167,6 +167,16 @@ class Problem:
         jac = d_out[s.time_index, s.output_index, :] * params[[pidx[n] for n in wrt]]
         return f, jac, ""
 
+    def mean_and_variance(self, i: int, f: np.ndarray, sigmas: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Transformed prediction ``m`` (log f for log-scale outputs) and residual variance ``V`` per observation."""
+        s = self.subjects[i]
+        m, v = np.empty_like(f), np.empty_like(f)
+        for k, (e, sd) in enumerate(zip(self.error_models, sigmas)):
+            sel = s.error_index == k
+            m[sel] = e.prediction(f[sel])[0]
+            v[sel] = e.variance(f[sel], sd)[0]
+        return m, v
+
     def terms(self, i: int, f: np.ndarray, sigmas: list[np.ndarray], f_variance: np.ndarray | None = None
               ) -> tuple[ObservationTerms, np.ndarray, np.ndarray, np.ndarray]:
         """Likelihood terms of subject ``i`` at predictions ``f``.

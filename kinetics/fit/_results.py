@@ -255,7 +255,7 @@ def _predictions(problem: Problem, theta, beta, omega, sigmas, modes) -> pd.Data
         pred, _ = population_prediction(problem, i, theta, beta)
         ipred = mode.f
         t, dm, _, _ = problem.terms(i, ipred, sigmas)
-        m_hat, v_hat = _mv(problem, i, ipred, sigmas)
+        m_hat, v_hat = problem.mean_and_variance(i, ipred, sigmas)
         obs = s.data.cens == 0
         iwres = np.where(obs, (s.y - m_hat) / np.sqrt(v_hat), np.nan)
         cwres = _cwres(s, mode, dm, m_hat, v_hat, omega, obs)
@@ -263,16 +263,6 @@ def _predictions(problem: Problem, theta, beta, omega, sigmas, modes) -> pd.Data
                                     "DV": s.data.dv, "CENS": s.data.cens, "PRED": pred, "IPRED": ipred,
                                     "RES": s.data.dv - pred, "IWRES": iwres, "CWRES": cwres, "LINE": s.data.lines}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _mv(problem: Problem, i: int, f: np.ndarray, sigmas) -> tuple[np.ndarray, np.ndarray]:
-    s = problem.subjects[i]
-    m, v = np.empty_like(f), np.empty_like(f)
-    for k, (e, sd) in enumerate(zip(problem.error_models, sigmas)):
-        sel = s.error_index == k
-        m[sel] = e.prediction(f[sel])[0]
-        v[sel] = e.variance(f[sel], sd)[0]
-    return m, v
 
 
 def _cwres(s, mode: ConditionalMode, dm, m_hat, v_hat, omega, obs) -> np.ndarray:

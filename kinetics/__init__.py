@@ -11,6 +11,8 @@ Quick start
 
 from kinetics.analysis import BCellRecovery, b_cell_recovery_time
 from kinetics.analysis import NCAResult, nca, nca_table
+from kinetics.analysis import (OUTCOMES, MorrisResult, SobolResult, elasticities, morris_screening,
+                               outcome_elasticities, sobol_indices, tornado)
 from kinetics.data import Dataset, read_dataset
 from kinetics.errors import (
     DatasetError,
@@ -50,3 +52,5 @@ __all__ = [
 ]
 __all__ += ["NCAResult", "nca", "nca_table"]
 __all__ += ["IndividualFits", "fit_individual", "read_fit_spec", "run_fit_spec"]
+__all__ += ["OUTCOMES", "MorrisResult", "SobolResult", "elasticities", "morris_screening", "outcome_elasticities",
+            "sobol_indices", "tornado"]

@@ -17,3 +17,6 @@ __all__ += ["OUTCOMES", "aplasia_duration", "auc_0_28", "autoantibody_reduction"
 __all__ += ["ELASTICITY_METHODS", "elasticities", "omega_sds", "outcome_elasticities", "tornado"]
 __all__ += ["DISTRIBUTION_KINDS", "MorrisResult", "ParameterDistribution", "SobolResult", "morris_screening",
             "parameter_distributions", "sobol_indices"]
+from kinetics.analysis._dose import DEFAULT_SWEEP_OUTCOMES, DoseSweep, PowerModel, dose_sweep  # noqa: E402
+
+__all__ += ["DEFAULT_SWEEP_OUTCOMES", "DoseSweep", "PowerModel", "dose_sweep"]

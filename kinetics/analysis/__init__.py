@@ -20,3 +20,9 @@ __all__ += ["DISTRIBUTION_KINDS", "MorrisResult", "ParameterDistribution", "Sobo
 from kinetics.analysis._dose import DEFAULT_SWEEP_OUTCOMES, DoseSweep, PowerModel, dose_sweep  # noqa: E402
 
 __all__ += ["DEFAULT_SWEEP_OUTCOMES", "DoseSweep", "PowerModel", "dose_sweep"]
+from kinetics.analysis._recovery_prediction import (RecoveryDistribution, observed_recovery_intervals,  # noqa: E402
+                                                    predict_patient_recovery, recovery_distribution,
+                                                    turnbull_survival)
+
+__all__ += ["RecoveryDistribution", "observed_recovery_intervals", "predict_patient_recovery",
+            "recovery_distribution", "turnbull_survival"]

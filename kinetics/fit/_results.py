@@ -58,6 +58,9 @@ class PopulationFit:
     run_time_s: float
     x: np.ndarray = field(repr=False)
     x_names: tuple[str, ...] = ()
+    #: per subject (in ``etas`` order): covariance of the etas given the data, ``(H/2)^-1`` with ``H`` the
+    #: first-order Hessian of the conditional objective at the mode (the FOCE-I Laplace approximation)
+    eta_conditional_covariances: tuple[np.ndarray, ...] = field(default=(), repr=False)
 
     @property
     def aic(self) -> float:
@@ -195,7 +198,7 @@ def assemble_fit(problem: Problem, method: str, x: np.ndarray, vals: np.ndarray,
         eta_shrinkage=_eta_shrinkage(etas, omega, problem.eta_names),
         epsilon_shrinkage=_eps_shrinkage(preds), covariance=covariance, success=bool(success), message=message,
         n_iterations=n_iterations, n_evaluations=n_evaluations, run_time_s=run_time_s, x=x.copy(),
-        x_names=problem.x_names)
+        x_names=problem.x_names, eta_conditional_covariances=tuple(_conditional_covariance(m) for m in modes))
 
 
 def natural_values(problem: Problem, x: np.ndarray) -> np.ndarray:
@@ -282,6 +285,13 @@ def _cwres(s, mode: ConditionalMode, dm, m_hat, v_hat, omega, obs) -> np.ndarray
         return out
     out[obs] = np.linalg.solve(chol, r)
     return out
+
+
+def _conditional_covariance(mode: ConditionalMode) -> np.ndarray:
+    try:
+        return np.linalg.inv(0.5 * mode.hessian)
+    except np.linalg.LinAlgError:
+        return np.full_like(mode.hessian, np.nan)
 
 
 def _eta_shrinkage(etas: pd.DataFrame, omega: np.ndarray, names) -> dict[str, float]:

@@ -26,6 +26,7 @@ from kinetics.errors import (
 )
 from kinetics.fit import PopulationFit, evaluate_objective, fit_population
 from kinetics.fit import IndividualFits, fit_individual, read_fit_spec, run_fit_spec
+from kinetics.fit import NPDEResult, VPCData, npde, npde_tests, vpc_data
 from kinetics.model import Model, Parameter, build_model, library_names, read_model_file
 from kinetics.solve import (
     METHODS,
@@ -54,3 +55,4 @@ __all__ += ["NCAResult", "nca", "nca_table"]
 __all__ += ["IndividualFits", "fit_individual", "read_fit_spec", "run_fit_spec"]
 __all__ += ["OUTCOMES", "MorrisResult", "SobolResult", "elasticities", "morris_screening", "outcome_elasticities",
             "sobol_indices", "tornado"]
+__all__ += ["NPDEResult", "VPCData", "npde", "npde_tests", "vpc_data"]

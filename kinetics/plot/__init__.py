@@ -13,6 +13,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["plot_percentile_band", "plot_simulation"]
 
+from kinetics.plot._diagnostics import (lowess, plot_eta_covariates, plot_eta_distributions,  # noqa: E402
+                                        plot_goodness_of_fit, plot_individual_fits, plot_npde,
+                                        plot_parameter_table, plot_vpc)
+
+__all__ += ["lowess", "plot_eta_covariates", "plot_eta_distributions", "plot_goodness_of_fit",
+            "plot_individual_fits", "plot_npde", "plot_parameter_table", "plot_vpc"]
+
 
 def plot_simulation(sim: Simulation, model: CompiledModel, log: bool = False) -> Figure:
     """One panel per model output against time, labelled with names and units.

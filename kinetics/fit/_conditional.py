@@ -79,6 +79,9 @@ def find_mode(problem: Problem, i: int, theta, beta, omega_inv, sigmas, eta0: np
     Converged when the Newton decrement ``g' H^-1 g`` is below ``tol`` (or the Gauss-Newton step is below 1e-9).
     """
     eta = np.array(eta0, dtype=float)
+    if eta.size == 0:   # no random effects: the conditional objective is the likelihood itself
+        l, _, _, f, _, msg = _evaluate(problem, i, theta, beta, omega_inv, sigmas, eta, f_var, need_jac=False)
+        return ConditionalMode(eta, l if not msg else np.inf, np.zeros((0, 0)), f, None, 0, not msg, msg)
     l, g, h, f, jac, msg = _evaluate(problem, i, theta, beta, omega_inv, sigmas, eta, f_var)
     if msg and np.any(eta != 0):   # warm start unusable: restart from the population value
         eta = np.zeros_like(eta)

@@ -221,7 +221,7 @@ def build_simulation_spec(fit, model, data, *, error: Mapping[str, str] | None =
 def infer_error_models(fit, error: Mapping[str, str] | None = None) -> dict[str, ErrorModel]:
     """The residual error model of each output of a fit.
 
-    ``<output>.add`` and ``<output>.prop`` in ``fit.sigma`` mean combined; ``.prop`` alone
+    ``fit.error_models`` when the fit recorded them; otherwise ``<output>.add`` and ``<output>.prop`` in ``fit.sigma`` mean combined; ``.prop`` alone
     proportional. ``.add`` alone is additive or log_additive: the one whose standardised residual
     reproduces the fit's IWRES on the observed rows (to 1e-6). ``error`` (output -> kind) overrides.
 
@@ -247,6 +247,8 @@ def infer_error_models(fit, error: Mapping[str, str] | None = None) -> dict[str,
             if set(e.parameter_names) != set(pars):
                 raise FitSpecError(f"error.{out}: a {e.kind} error model has SDs {e.parameter_names} but the fit "
                                    f"has {tuple(pars)}")
+        elif getattr(fit, "error_models", None) and out in fit.error_models:
+            e = ErrorModel(fit.error_models[out])   # recorded by the fit
         elif set(pars) == {"add", "prop"}:
             e = ErrorModel("combined")
         elif pars == ["prop"]:

@@ -133,8 +133,9 @@ class Problem:
         idx = self._param_index
         for k, name in enumerate(self.estimate):
             p[idx[name]] = theta[k] * np.exp(shift[k]) if self.log_scale[k] else theta[k]
-        for k, name in enumerate(self.eta_names):
-            p[idx[name]] *= np.exp(eta[k])
+        with np.errstate(over="ignore"):   # an overflowing eta gives inf: the solve then fails and says so
+            for k, name in enumerate(self.eta_names):
+                p[idx[name]] *= np.exp(eta[k])
         return p
 
     @property

@@ -61,6 +61,8 @@ class PopulationFit:
     #: per subject (in ``etas`` order): covariance of the etas given the data, ``(H/2)^-1`` with ``H`` the
     #: first-order Hessian of the conditional objective at the mode (the FOCE-I Laplace approximation)
     eta_conditional_covariances: tuple[np.ndarray, ...] = field(default=(), repr=False)
+    #: output -> error model kind ("additive", "proportional", "combined", "log_additive")
+    error_models: dict[str, str] = field(default_factory=dict)
 
     @property
     def aic(self) -> float:
@@ -120,6 +122,7 @@ class PopulationFit:
             "n_censored": self.n_censored, "success": self.success, "message": self.message,
             "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations, "run_time_s": self.run_time_s,
             "theta": self.theta, "covariate_coefficients": self.covariate_coefficients,
+            "error_models": self.error_models,
             "omega": {"names": list(self.omega.index), "matrix": self.omega.to_numpy().tolist()},
             "omega_cv_percent": self.omega_cv_percent if len(self.omega) else {}, "sigma": self.sigma,
             "estimates": _records(self.estimates), "eta_shrinkage": self.eta_shrinkage,
@@ -198,7 +201,8 @@ def assemble_fit(problem: Problem, method: str, x: np.ndarray, vals: np.ndarray,
         eta_shrinkage=_eta_shrinkage(etas, omega, problem.eta_names),
         epsilon_shrinkage=_eps_shrinkage(preds), covariance=covariance, success=bool(success), message=message,
         n_iterations=n_iterations, n_evaluations=n_evaluations, run_time_s=run_time_s, x=x.copy(),
-        x_names=problem.x_names, eta_conditional_covariances=tuple(_conditional_covariance(m) for m in modes))
+        x_names=problem.x_names, eta_conditional_covariances=tuple(_conditional_covariance(m) for m in modes),
+        error_models={o: e.kind for o, e in zip(problem.error_outputs, problem.error_models)})
 
 
 def natural_values(problem: Problem, x: np.ndarray) -> np.ndarray:

@@ -169,3 +169,10 @@ def test_fo_with_censored_rows_is_a_clear_error(wang_model, wang_data):
     with pytest.raises(FitSpecError, match="method fo does not support censored observations"):
         evaluate_objective(wang_model, wang_data, params={"ke": 0.5}, random_effects={"ke": 0.04},
                            error={"ipre": "proportional"}, method="fo")
+
+
+def test_objective_without_random_effects_is_the_likelihood(oral, theoph):
+    res = evaluate_objective(oral, theoph, params={"ka": 1.5, "CL": 2.7, "V": 31.0}, random_effects=None,
+                             error={"conc": {"kind": "additive", "add": 0.7}})
+    assert res.success and np.isfinite(res.ofv) and res.etas.shape == (12, 0)
+    assert res.error_models == {"conc": "additive"}

@@ -26,3 +26,6 @@ from kinetics.analysis._recovery_prediction import (RecoveryDistribution, observ
 
 __all__ += ["RecoveryDistribution", "observed_recovery_intervals", "predict_patient_recovery",
             "recovery_distribution", "turnbull_survival"]
+from kinetics.analysis._population import PopulationSimulation, simulate_population  # noqa: E402
+
+__all__ += ["PopulationSimulation", "simulate_population"]

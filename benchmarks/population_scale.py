@@ -1,0 +1,98 @@
+"""Scale benchmarks of issue 5: virtual populations, Dask overhead, a Sobol analysis and a dose sweep.
+
+Usage (repository root)::
+
+    python -m benchmarks.population_scale [--n 1000000] [--sobol-base 8192] >> benchmarks/RESULTS.md
+
+Reports (Markdown): ``cd19_sle`` virtual patients over one year (time per patient and the ratio to
+one single solve: the parallel efficiency of the batch solver on this machine), the same run mapped
+over a local Dask cluster (overhead stated), a Sobol analysis of B-cell recovery with 10 parameters,
+and a ``dual_car_sle`` dose sweep (5 doses per product, 1,000 patients each). No assertions on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+import kinetics
+from kinetics.analysis import dose_sweep, simulate_population, sobol_indices
+
+TIMES = np.linspace(0.0, 365.0, 53)
+OMEGA = {"dM_19": 0.09, "kmax_19": 0.09, "rhoH_19": 0.01, "B0": 0.09, "d_n": 0.04, "V_car": 0.09}
+
+
+def single_solve_us(model, doses, n: int = 200) -> float:
+    solver = model.repeated_solver(TIMES, doses, rtol=1e-6, atol=1e-9)
+    p = model.parameter_vector(None)
+    solver(p)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        solver(p)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000, help="virtual patients (default 1,000,000)")
+    ap.add_argument("--dask-n", type=int, default=200_000, help="virtual patients for the Dask run")
+    ap.add_argument("--sobol-base", type=int, default=8192)
+    ap.add_argument("--sweep-patients", type=int, default=1000)
+    args = ap.parse_args()
+    cd19 = kinetics.load_model("cd19_sle")
+    doses = [kinetics.Dose(0.0, 6e7, "car19")]
+    simulate_population(cd19, 100, times=TIMES, doses=doses, omega=OMEGA, seed=0)   # warm-up
+    single = single_solve_us(cd19, doses)
+    cores = os.cpu_count()
+    print("\n## Virtual populations at scale (`python -m benchmarks.population_scale`)\n")
+    print(f"{cores} cores; cd19_sle, 53 output times over 365 days, rtol 1e-6; one solve {single:.0f} us.\n")
+    print("| run | patients | wall s | us per patient | single solve / per patient |\n|---|---|---|---|---|")
+    t0 = time.perf_counter()
+    pop = simulate_population(cd19, args.n, times=TIMES, doses=doses, omega=OMEGA, seed=1, keep=False)
+    wall = time.perf_counter() - t0
+    per = wall / args.n * 1e6
+    print(f"| in-process, streaming summaries ({pop.n_chunks} chunks, {pop.n_failed} failed) | {args.n:,} | "
+          f"{wall:.1f} | {per:.1f} | {single / per:.2f} |")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        print("| Dask LocalCluster | - | - | - | distributed not installed |")
+    else:
+        with LocalCluster(n_workers=cores, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cl, \
+                Client(cl) as client:
+            simulate_population(cd19, 1000, times=TIMES, doses=doses, omega=OMEGA, seed=0, scheduler=client)
+            t0 = time.perf_counter()
+            dpop = simulate_population(cd19, args.dask_n, times=TIMES, doses=doses, omega=OMEGA, seed=1, keep=False,
+                                       scheduler=client)
+            dwall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        simulate_population(cd19, args.dask_n, times=TIMES, doses=doses, omega=OMEGA, seed=1, keep=False)
+        lwall = time.perf_counter() - t0
+        print(f"| Dask LocalCluster, {cores} workers x 1 thread ({dpop.n_chunks} chunks) | {args.dask_n:,} | "
+              f"{dwall:.1f} | {dwall / args.dask_n * 1e6:.1f} | overhead vs in-process {dwall / lwall:.2f}x |")
+    names = ["dM_19", "kmax_19", "rhoH_19", "B0", "d_n", "V_car", "kEM_19", "dE_19", "thalf_IgG", "r_N"]
+    t0 = time.perf_counter()
+    res = sobol_indices(cd19, outcome="recovery_time", doses=doses,
+                        omega={n: 0.3 for n in names}, n_base=args.sobol_base, rng=3)   # SD 0.3 (log scale) each
+    swall = time.perf_counter() - t0
+    runs = args.sobol_base * (len(names) + 2)
+    print(f"\nSobol, B-cell recovery time, {len(names)} parameters, {args.sobol_base} base samples "
+          f"({runs:,} model runs): {swall:.1f} s ({swall / runs * 1e3:.2f} ms per run).\n")
+    print(res.summary() if hasattr(res, "summary") else res)
+    dual = kinetics.load_model("dual_car_sle")
+    levels = [{"car19": d, "carbcma": 6e7} for d in (1.5e7, 3e7, 6e7, 1.2e8, 2.4e8)]
+    levels += [{"car19": 6e7, "carbcma": d} for d in (1.5e7, 3e7, 1.2e8, 2.4e8)]
+    t0 = time.perf_counter()
+    sweep = dose_sweep(dual, levels, outcomes=("cmax", "auc_0_28", "recovery_time", "autoantibody_reduction_d90"),
+                       n_patients=args.sweep_patients, omega=OMEGA, seed=4)
+    dsw = time.perf_counter() - t0
+    print(f"\nDose sweep, dual_car_sle, 5 doses per product ({len(levels)} levels), {args.sweep_patients} patients "
+          f"each, 4 outcomes: {dsw:.1f} s.\n")
+    print("```\n" + sweep.summary.to_string(index=False) + "\n```")
+
+
+if __name__ == "__main__":
+    main()

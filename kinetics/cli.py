@@ -5,6 +5,7 @@ Examples
 kinetics models
 kinetics simulate oral_1cmt --dose 0:320:depot --until 24 --csv conc.csv --plot conc.png
 kinetics fit fits/theophylline_focei.toml --out results/theoph
+kinetics report fits/theophylline_focei.toml --out results/theoph_report
 """
 
 from __future__ import annotations
@@ -121,9 +122,55 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    # A fit JSON holds the estimates but not the data it was fitted to, and no PopulationFit can be rebuilt
+    # from it; the report needs both, so it takes the specification and runs the fit (the honest route).
+    path = Path(args.spec)
+    if path.suffix.lower() == ".json":
+        print(f"kinetics: error: {path}: a fit JSON does not record its data or model file; pass the fit "
+              "specification (.toml) that produced it: kinetics report SPEC --out DIR (the fit is rerun)",
+              file=sys.stderr)
+        return 2
+    from kinetics.data import read_dataset
+    from kinetics.report import ReportAnalyses, write_report
+
+    spec = read_fit_spec(path)
+    if spec.method == "individual":
+        print(f"kinetics: error: {path}: the report is for population fits; method 'individual' has none "
+              "(use kinetics fit --out)", file=sys.stderr)
+        return 2
+    print(f"fitting '{spec.model}' to {spec.data} by {spec.method} ({spec.path})", flush=True)
+    fit = run_fit_spec(spec, progress=False)
+    print(fit.summary())
+    analyses = ReportAnalyses(npde_sims=args.npde_sims, vpc_sims=args.vpc_sims, sweep_patients=args.sweep_patients,
+                              sobol_base=args.sobol_base)
+    try:
+        report = write_report(fit, load_model(spec.model_file), read_dataset(spec.data), args.out,
+                              analyses=analyses, seed=args.seed, spec_path=spec.path,
+                              progress=lambda line: print(f"  {line}", flush=True))
+    except OSError as exc:
+        print(f"kinetics: error: cannot write the report: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {report.resolve()}")
+    if not fit.success:
+        print(f"kinetics: the fit did not converge: {fit.message}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= n <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected 0..1000000, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kinetics`` command."""
-    parser = argparse.ArgumentParser(prog="kinetics", description="CAR-T kinetics models: list, simulate, fit.")
+    parser = argparse.ArgumentParser(prog="kinetics", description="CAR-T kinetics models: list, simulate, fit, report.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the model library").set_defaults(func=_cmd_models)
     sim = sub.add_parser("simulate", help="simulate a model (library name or .toml path)")
@@ -146,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", metavar="DIR",
                      help="write fit.json, predictions.csv and etas.csv (population) or estimates.csv (individual)")
     fit.set_defaults(func=_cmd_fit)
+    rep = sub.add_parser("report", help="run a population fit specification and write a self-contained HTML "
+                                        "report with CSV tables")
+    rep.add_argument("spec", metavar="SPEC",
+                     help="population fit specification (TOML); a fit JSON is refused: it does not record its data")
+    rep.add_argument("--out", default="out/report", metavar="DIR", help="output folder (default out/report)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the simulation-based analyses")
+    rep.add_argument("--npde-sims", type=_count, default=300, help="NPDE replicates per subject (0 skips)")
+    rep.add_argument("--vpc-sims", type=_count, default=100, help="VPC replicates (0 skips)")
+    rep.add_argument("--sweep-patients", type=_count, default=60, help="virtual patients per dose level (0 skips)")
+    rep.add_argument("--sobol-base", type=_count, default=64, help="Sobol' base samples, a power of 2 (0 skips)")
+    rep.set_defaults(func=_cmd_report)
     return parser
 
 

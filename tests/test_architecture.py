@@ -14,7 +14,7 @@ import kinetics
 
 PACKAGE = Path(kinetics.__file__).resolve().parent
 # lowest first; a module may import its own layer and any layer before it
-LAYERS = ["errors", "model", "codegen", "solve", "data", "fit", "analysis", "plot", "demo", "cli"]
+LAYERS = ["errors", "model", "codegen", "solve", "data", "fit", "analysis", "plot", "report", "demo", "cli"]
 
 
 def _layer(module: str) -> str | None:

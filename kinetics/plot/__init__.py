@@ -19,6 +19,11 @@ from kinetics.plot._diagnostics import (lowess, plot_eta_covariates, plot_eta_di
 
 __all__ += ["lowess", "plot_eta_covariates", "plot_eta_distributions", "plot_goodness_of_fit",
             "plot_individual_fits", "plot_npde", "plot_parameter_table", "plot_vpc"]
+from kinetics.plot._analysis import (plot_dose_sweep, plot_exposure_table, plot_recovery_comparison,  # noqa: E402
+                                    plot_recovery_distribution, plot_sobol, plot_tornado)
+
+__all__ += ["plot_dose_sweep", "plot_exposure_table", "plot_recovery_comparison", "plot_recovery_distribution",
+            "plot_sobol", "plot_tornado"]
 
 
 def plot_simulation(sim: Simulation, model: CompiledModel, log: bool = False) -> Figure:

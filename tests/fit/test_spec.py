@@ -142,6 +142,8 @@ def attempt(tmp_path: Path, doc_or_text):
 
 # -- the shipped spec and a good one ------------------------------------------------------------
 def test_shipped_theophylline_spec_reads():
+    if not (REPO / "fits" / "../../shared/data/theoph_nonmem.csv").resolve().is_file():
+        pytest.skip("the shipped spec reads ../shared/data/theoph_nonmem.csv, not present here")
     spec = read_fit_spec(REPO / "fits" / "theophylline_focei.toml")
     assert spec.model == "oral_1cmt" and spec.method == "focei"
     assert dict(spec.estimate) == {"ka": 1.57, "CL": 2.72, "V": 31.5}        # the example

@@ -148,67 +148,82 @@ def lu_solve(lu, piv, b, r, off):
 # costs numba two atomic reference-count operations, ~1/3 of an explicit step here.
 # ``sens`` is None for a plain solve -- numba then compiles a specialisation with
 # every sensitivity branch removed (an untaken branch holding calls still costs
-# ~70 ns per rhs evaluation) -- or the tuple
-# (sdir[M], rate_dp[n, np], jw[n, n], fpw[n, np], ablk[M, n, n], bw[np, n, n], jtw[n, n], fptw[n, np],
-#  scale_dp[max(nd,1), np], sw_dp[max(ns,1), np]) -- the last two filled once per solve by initial_vector.
-@njit(error_model='numpy', no_cpython_wrapper=True)
-def sens_rhs(t, tc, Y, p, sens, out, r):
-    """out[r, n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k."""
-    sdir, rate_dp, jw, fpw = sens[0], sens[1], sens[2], sens[3]
-    m_jac(t, tc, Y, p, jw)
-    m_dfdp(t, tc, Y, p, fpw)
-    fpw += rate_dp
-    sens_blocks(jw, fpw, Y, sdir, out, r)
-
-
-@njit(error_model='numpy', no_cpython_wrapper=True)
-def sens_blocks(a, f, Y, sdir, out, r):
-    """out[r, n(1+k) + i] = sum_j a[i, j] s_k[j] + f[i, sdir[k]] (the f term for parameter directions only)."""
-    n = N_STATES
-    for k in range(sdir.shape[0]):
-        off = n * (1 + k)
-        kk = sdir[k]
-        for i in range(n):
-            acc = 0.0
-            for j in range(n):
-                acc += a[i, j] * Y[off + j]
-            if kk < N_PARAMS:
-                acc += f[i, kk]
-            out[r, off + i] = acc
+# ~70 ns per rhs evaluation) -- or the pair of work arrays ``(si, sv)``:
+#   si int64:   flags[2], then the generated model's SI_PATTERN (df/dp and d2f/(dp dy) entries sorted by
+#               parameter: pointers at SI_FP_PTR / SI_G_PTR, rows / A-pattern positions at SI_FP_ROW /
+#               SI_G_POS), then sdir[M] at SI_DIR; flags[0] = 1 if the sensitivities take part in the
+#               step-size error test, flags[1] = 1 while rate_dp is not zero (set per segment);
+#   sv float64: df/dp, d2f/(dp dy), d2f/(dp dt) on their patterns (at 0, SV_G, SV_FPT), rate_dp[n, np]
+#               (SV_RATE), scale_dp[max(nd,1), np] (SV_SCALE) and sw_dp[max(ns,1), np] (SV_SW), filled once
+#               per solve by initial_vector, and ablk[M, A_NNZ] (SV_ABLK): the blocks d(J s_k + df/dp_k)/dy
+#               of the augmented Jacobian on the A pattern, row-major.
+# Two arrays rather than one per quantity: numba increments and decrements the reference count of each
+# array argument at function entry and exit and around inlined calls (atomic operations, ~7 ns each); with
+# 13 arrays in the tuple that was ~200 ns per right-hand side, 80 % of an oral_1cmt sensitivity solve.
+@njit(inline='always', error_model='numpy')
+def sens_add_fp_columns(si, sv, base, out, r):
+    """out[r, n(1+k) + row_q] += sv[base + q] for the df/dp pattern entries q of direction k's parameter."""
+    for k in range(si.shape[0] - SI_DIR):
+        kk = si[SI_DIR + k]
+        if kk < N_PARAMS:
+            off = N_STATES * (1 + k)
+            for q in range(si[SI_FP_PTR + kk], si[SI_FP_PTR + kk + 1]):
+                out[r, off + si[SI_FP_ROW + q]] += sv[base + q]
 
 
 @njit(inline='always', error_model='numpy')
-def sys_rhs(t, tc, Y, p, rate, out, r, sens):
-    """out[r, :] = dY/dt; rate[n] is the infusion input."""
+def sens_rhs(t, tc, Y, p, sens, out, r):
+    """out[r, n:] = J s_k + df/dp_k (+ infusion-rate derivative) for each direction k.
+
+    Inlined into the stage loops (as a call it made an oral_1cmt sensitivity solve 40 % slower); the
+    generated m_sens_rhs it calls is not (see kinetics.codegen)."""
+    si, sv = sens
+    M = si.shape[0] - SI_DIR
+    m_sens_rhs(t, tc, Y, p, M, out, r, sv)
+    sens_add_fp_columns(si, sv, 0, out, r)
+    if si[1] != 0:
+        for k in range(M):
+            kk = si[SI_DIR + k]
+            if kk < N_PARAMS:
+                off = N_STATES * (1 + k)
+                for i in range(N_STATES):
+                    out[r, off + i] += sv[SV_RATE + i * N_PARAMS + kk]
+
+
+@njit(inline='always', error_model='numpy')
+def sys_rhs(t, tc, Y, p, rate, out, r):
+    """out[r, :n] = dy/dt; rate[n] is the infusion input. With sensitivities, the caller follows with
+    ``if sens is not None: sens_rhs(...)`` in its own body, not here: numba drops a ``sens is None``
+    branch before inlining only where ``sens`` is an argument of the function being compiled; inside
+    an inlined helper the branch goes later, after the inlined sensitivity code has been processed,
+    which cost plain solves 40 % more cold compile time (10-state model, measured)."""
     m_rhs(t, tc, Y, p, out, r)  # writes out[r, :n]
     for i in range(rate.shape[0]):  # rate is empty when the solve has no infusion
         out[r, i] += rate[i]
-    if sens is not None:
-        sens_rhs(t, tc, Y, p, sens, out, r)
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def sys_rhs_call(t, tc, Y, p, rate, out, sens):
-    """:func:`sys_rhs` into row 0 of ``out``, as an ordinary call for places off the step loop (each
-    inlined copy costs compile time; a row argument is not taken because numba would compile one
-    version per literal row number)."""
-    sys_rhs(t, tc, Y, p, rate, out, 0, sens)
+    """The integrated system's right-hand side into row 0 of ``out``, as an ordinary call for places off
+    the step loop (each inlined copy costs compile time; a row argument is not taken because numba
+    would compile one version per literal row number)."""
+    sys_rhs(t, tc, Y, p, rate, out, 0)
+    if sens is not None:
+        sens_rhs(t, tc, Y, p, sens, out, 0)
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_jac(t, tc, Y, p, sens):
-    """ablk[k] = d(J s_k + df/dp_k)/dy, the sub-diagonal blocks of the augmented Jacobian."""
-    n = N_STATES
-    sdir, ablk, bw = sens[0], sens[4], sens[5]
-    m_dfdp_dy(t, tc, Y, p, bw)
-    for k in range(sdir.shape[0]):
-        off = n * (1 + k)
-        m_hess_s(t, tc, Y, p, Y[off:off + n], ablk[k])
-        kk = sdir[k]
+    """ablk[k] = d(J s_k + df/dp_k)/dy, the sub-diagonal blocks of the augmented Jacobian (A pattern)."""
+    si, sv = sens
+    M = si.shape[0] - SI_DIR
+    m_sens_jac(t, tc, Y, p, M, sv)
+    for k in range(M):
+        kk = si[SI_DIR + k]
         if kk < N_PARAMS:
-            for i in range(n):
-                for j in range(n):
-                    ablk[k, i, j] += bw[kk, i, j]
+            ab = SV_ABLK + A_NNZ * k
+            for q in range(si[SI_G_PTR + kk], si[SI_G_PTR + kk + 1]):
+                sv[ab + si[SI_G_POS + q]] += sv[SV_G + q]
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
@@ -216,10 +231,9 @@ def sys_dfdt(t, tc, Y, p, out, sens):
     """out[0, :] = dF/dt of the integrated system (only called for non-autonomous models)."""
     m_dfdt(t, tc, Y, p, out[0])
     if sens is not None:
-        sdir, jtw, fptw = sens[0], sens[6], sens[7]
-        m_djac_dt(t, tc, Y, p, jtw)
-        m_dfdp_dt(t, tc, Y, p, fptw)
-        sens_blocks(jtw, fptw, Y, sdir, out, 0)
+        si, sv = sens
+        m_sens_dfdt(t, tc, Y, p, si.shape[0] - SI_DIR, out, sv)
+        sens_add_fp_columns(si, sv, SV_FPT, out, 0)
 
 
 @njit(inline='always', error_model='numpy')
@@ -233,17 +247,18 @@ def w_solve(lu, piv, sparse, b, r, off):
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def sens_solve(lu, piv, sparse, b, r, sens):
-    """Forward substitution for the sensitivity blocks (block lower-triangular W_aug)."""
-    n = N_STATES
-    ablk = sens[4]
-    for k in range(ablk.shape[0]):
-        off = n * (1 + k)
-        for i in range(n):
-            acc = 0.0
-            for j in range(n):
-                acc += ablk[k, i, j] * b[r, j]
-            b[r, off + i] += acc
-        w_solve(lu, piv, sparse, b, r, off)
+    """Block forward substitution for the sensitivity rows of the block lower-triangular W_aug:
+    W x_k = b_k + A_k x_0, each with the factors of W (the one LU serves every direction)."""
+    si, sv = sens
+    M = si.shape[0] - SI_DIR
+    m_sens_solve_add(sv, b, r, M)
+    for k in range(M):
+        # direct calls: an inlined wrapper would rebind the arrays, and numba then keeps reference-count
+        # operations around each call
+        if sparse:
+            m_w_solve(lu, b, r, N_STATES * (1 + k))
+        else:
+            lu_solve(lu, piv, b, r, N_STATES * (1 + k))
 
 
 @njit(inline='always', error_model='numpy')
@@ -255,9 +270,8 @@ def sys_solve(lu, piv, sparse, b, r, sens):
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
-def err_norm(err, r, y0, y1, rtol, atol):
-    """RMS norm of err[r, :] / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state."""
-    L = y0.shape[0]
+def err_norm(err, r, y0, y1, rtol, atol, L):
+    """RMS norm of err[r, :L] / (atol + rtol*max(|y0|,|y1|)); atol has one entry per state."""
     n = atol.shape[0]
     acc = 0.0
     for b in range(L // n):
@@ -269,21 +283,52 @@ def err_norm(err, r, y0, y1, rtol, atol):
     return math.sqrt(acc / L)
 
 
+#: A component of the integrated vector below FLUSH_BELOW * atol is set to exactly zero after each accepted
+#: step of a sensitivity solve. Without this, a state that decays without bound (a cell population
+#: killed to nothing) and its sensitivities sink through 1e-300 into subnormal numbers, whose arithmetic
+#: is ~100x slower on x86: dual_car_sle with 9 sensitivities spent 80 % of its time there (38 ms per
+#: solve; 7 ms with the flush). The error test accepts absolute errors of order atol in every step, so a
+#: change 200 orders of magnitude below atol is no change to what the solve guarantees.
+FLUSH_BELOW = 1e-200
+
+
+@njit(error_model='numpy', no_cpython_wrapper=True)
+def flush_negligible(Y, atol):
+    """Y[i] = 0 where |Y[i]| < FLUSH_BELOW * atol (atol of the state, for sensitivities too)."""
+    n = atol.shape[0]
+    for b in range(Y.shape[0] // n):
+        for j in range(n):
+            if abs(Y[b * n + j]) < FLUSH_BELOW * atol[j]:
+                Y[b * n + j] = 0.0
+
+
+@njit(inline='always', error_model='numpy')
+def error_length(L, sens):
+    """How many leading components of the integrated vector take part in the error test: all of them,
+    or only the states when the sensitivities are excluded (``flags[0] == 0``, CVODES' errconS=False)."""
+    if sens is None:
+        return L
+    if sens[0][0] != 0:
+        return L
+    return N_STATES
+
+
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def initial_step(t, tc, Y, p, rate, f0, f1, y1, rtol, atol, hmax, ist, sens):
     """Hairer's starting step-size heuristic (Solving ODEs I, II.4)."""
     L = Y.shape[0]
+    Le = error_length(L, sens)  # the norms below measure only what the error test measures
     sys_rhs_call(t, tc, Y, p, rate, f0, sens)
     ist[2] += 1
     n = atol.shape[0]
     d0 = 0.0
     d1 = 0.0
-    for i in range(L):
+    for i in range(Le):
         sc = atol[i % n] + rtol * abs(Y[i])
         d0 += (Y[i] / sc) ** 2
         d1 += (f0[0, i] / sc) ** 2
-    d0 = math.sqrt(d0 / L)
-    d1 = math.sqrt(d1 / L)
+    d0 = math.sqrt(d0 / Le)
+    d1 = math.sqrt(d1 / Le)
     if d0 < 1e-5 or d1 < 1e-5:
         h0 = 1e-6
     else:
@@ -294,10 +339,10 @@ def initial_step(t, tc, Y, p, rate, f0, f1, y1, rtol, atol, hmax, ist, sens):
     sys_rhs_call(t + h0, tc, y1, p, rate, f1, sens)
     ist[2] += 1
     d2 = 0.0
-    for i in range(L):
+    for i in range(Le):
         sc = atol[i % n] + rtol * abs(Y[i])
         d2 += ((f1[0, i] - f0[0, i]) / sc) ** 2
-    d2 = math.sqrt(d2 / L) / h0
+    d2 = math.sqrt(d2 / Le) / h0
     dm = max(d1, d2)
     if not math.isfinite(dm):
         return h0 * 1e-3
@@ -325,7 +370,9 @@ def dopri_step(t, tc, h, Y, p, rate, K, ynew, ystage, want_stiffness, sens):
             for j in range(s):
                 acc += DP_A[s, j] * K[j, i]
             out[i] = Y[i] + h * acc
-        sys_rhs(t + DP_C[s] * h, tc, out, p, rate, K, s, sens)
+        sys_rhs(t + DP_C[s] * h, tc, out, p, rate, K, s)
+        if sens is not None:
+            sens_rhs(t + DP_C[s] * h, tc, out, p, sens, K, s)
     if not want_stiffness:
         return 0.0
     # ||k7 - k6|| / ||y7 - y6||, y6 = the stage-6 argument still held in ystage
@@ -390,21 +437,26 @@ def rodas_step(t, tc, h, Y, p, rate, Kr, ynew, u, dT, jw, wmat, piv, ist, sens):
             wmat[i, i] += inv_hg
         if lu_factor(wmat, piv) != 0:
             return False
+    inv_h = 1.0 / h
     for s in range(RS):
+        # stage loops run over components innermost (contiguous rows of Kr: vectorised)
         for i in range(L):
-            acc = 0.0
-            for j in range(s):
-                acc += R_A[s, j] * Kr[j, i]
-            u[i] = Y[i] + acc
-        sys_rhs(t + R_CN[s] * h, tc, u, p, rate, Kr, s, sens)  # f(u) into row s, then add the C terms
+            u[i] = Y[i]
+        for j in range(s):
+            a = R_A[s, j]
+            for i in range(L):
+                u[i] += a * Kr[j, i]
+        sys_rhs(t + R_CN[s] * h, tc, u, p, rate, Kr, s)  # f(u) into row s, then add the C terms
+        if sens is not None:
+            sens_rhs(t + R_CN[s] * h, tc, u, p, sens, Kr, s)
         ist[2] += 1
-        dh = R_D[s] * h
-        for i in range(L):
-            acc = 0.0
-            for j in range(s):
-                acc += R_C[s, j] * Kr[j, i]
-            Kr[s, i] += acc / h
-            if not AUTONOMOUS:
+        for j in range(s):
+            c = R_C[s, j] * inv_h
+            for i in range(L):
+                Kr[s, i] += c * Kr[j, i]
+        if not AUTONOMOUS:
+            dh = R_D[s] * h
+            for i in range(L):
                 Kr[s, i] += dh * dT[0, i]
         sys_solve(wmat, piv, sparse, Kr, s, sens)
     for i in range(L):
@@ -488,7 +540,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
     On failure ist[5] is set and the function returns early.
     """
     L = Y.shape[0]
-    n = N_STATES
+    nerr = error_length(L, sens)
     t = ta
     nt = times.shape[0]
     reject = False
@@ -521,7 +573,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 err = math.inf
                 fail_status = STATUS_SINGULAR
             else:
-                err = err_norm(Kr, RS - 1, Y, ynew, rtol, atol)  # Rodas5P's error estimate is its last stage
+                err = err_norm(Kr, RS - 1, Y, ynew, rtol, atol, nerr)  # Rodas5P's error estimate is its last stage
         else:
             if not fsal:
                 sys_rhs_call(t, tc, Y, p, rate, K, sens)
@@ -530,7 +582,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             hlamb = dopri_step(t, tc, hs, Y, p, rate, K, ynew, u, fst[3] < 0.0, sens)
             ist[2] += 6
             dopri_error(hs, K, ew)
-            err = err_norm(ew, 0, Y, ynew, rtol, atol)
+            err = err_norm(ew, 0, Y, ynew, rtol, atol, nerr)
         if not math.isfinite(err):
             ist[1] += 1
             if fail_status != STATUS_SINGULAR:
@@ -585,6 +637,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                     fst[0] = tn
                     return io, h
                 Y[i] = ynew[i]
+            if sens is not None:
+                flush_negligible(Y, atol)
             t = tb if last else tn
             if method == METHOD_RODAS5P:
                 # both methods: I controller with exponent 1/(embedded order + 1) = 1/5
@@ -657,23 +711,31 @@ def sens_segment_start(b, ta, tc, tc_prev, Y, p, rate, rate_prev, sw, dose_time,
     if sens is None:
         return
     n = N_STATES
-    sdir, rate_dp, scale_dp, sw_dp = sens[0], sens[1], sens[8], sens[9]
+    si, sv = sens
+    M = si.shape[0] - SI_DIR
     if b > 0:
         for w in range(N_SWITCHES):
             if sw[w] == ta:
                 sys_rhs_call(ta, tc_prev, Y, p, rate_prev, fminus, None)
                 sys_rhs_call(ta, tc, Y, p, rate, fplus, None)
-                for k in range(sdir.shape[0]):
-                    kk = sdir[k]
-                    if kk < N_PARAMS and sw_dp[w, kk] != 0.0:
-                        off = n * (1 + k)
-                        for i in range(n):
-                            Y[off + i] += (fminus[0, i] - fplus[0, i]) * sw_dp[w, kk]
-    rate_dp[:, :] = 0.0
+                for k in range(M):
+                    kk = si[SI_DIR + k]
+                    if kk < N_PARAMS:
+                        dtau = sv[SV_SW + w * N_PARAMS + kk]
+                        if dtau != 0.0:
+                            off = n * (1 + k)
+                            for i in range(n):
+                                Y[off + i] += (fminus[0, i] - fplus[0, i]) * dtau
+    for i in range(n * N_PARAMS):
+        sv[SV_RATE + i] = 0.0
+    si[1] = 0
     for d in range(dose_time.shape[0]):
         if dose_dur[d] > 0.0 and dose_time[d] <= tc < dose_time[d] + dose_dur[d] and tb > ta:
             for k in range(N_PARAMS):
-                rate_dp[dose_state[d], k] += dose_amt[d] * scale_dp[dose_tgt[d], k] / dose_dur[d]
+                v = dose_amt[d] * sv[SV_SCALE + dose_tgt[d] * N_PARAMS + k] / dose_dur[d]
+                sv[SV_RATE + dose_state[d] * N_PARAMS + k] += v
+                if v != 0.0:
+                    si[1] = 1
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
@@ -681,12 +743,11 @@ def sens_bolus(Y, amount, state, target, sens):
     """Sensitivity jump of a bolus: d(amount * scale)/dp for parameter directions."""
     if sens is None:
         return
-    n = N_STATES
-    sdir, scale_dp = sens[0], sens[8]
-    for k in range(sdir.shape[0]):
-        kk = sdir[k]
+    si, sv = sens
+    for k in range(si.shape[0] - SI_DIR):
+        kk = si[SI_DIR + k]
         if kk < N_PARAMS:
-            Y[n * (1 + k) + state] += amount * scale_dp[target, kk]
+            Y[N_STATES * (1 + k) + state] += amount * sv[SV_SCALE + target * N_PARAMS + kk]
 
 
 @njit(cache=True, error_model='numpy')
@@ -832,19 +893,28 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def initial_vector(p, sens, Y0):
-    """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k."""
+    """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k; dose-scale and switch derivatives."""
     n = N_STATES
     m_init(p, Y0)
     if sens is not None:
-        sdir = sens[0]
-        m_dose_scale_dp(p, sens[8])
-        m_switch_dp(p, sens[9])
-        M = sdir.shape[0]
+        si, sv = sens
+        nd = max(N_DOSE_TARGETS, 1)
+        ns = max(N_SWITCHES, 1)
+        tmp = np.empty((nd, N_PARAMS))
+        m_dose_scale_dp(p, tmp)
+        for i in range(nd):
+            for k in range(N_PARAMS):
+                sv[SV_SCALE + i * N_PARAMS + k] = tmp[i, k]
+        tmp = np.empty((ns, N_PARAMS))
+        m_switch_dp(p, tmp)
+        for i in range(ns):
+            for k in range(N_PARAMS):
+                sv[SV_SW + i * N_PARAMS + k] = tmp[i, k]
         idp = np.empty((n, N_PARAMS))
         m_init_dp(p, idp)
-        for k in range(M):
+        for k in range(si.shape[0] - SI_DIR):
             off = n * (1 + k)
-            kk = sdir[k]
+            kk = si[SI_DIR + k]
             for i in range(n):
                 if kk < N_PARAMS:
                     Y0[off + i] = idp[i, kk]
@@ -867,8 +937,8 @@ def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
         for o in range(N_OUTPUTS):
             O[i, o] = orow[o]
         if sens is not None:
-            sdir = sens[0]
-            M = sdir.shape[0]
+            si = sens[0]
+            M = si.shape[0] - SI_DIR
             m_out_dy(times[i], yrow, p, ody)
             m_out_dp(times[i], yrow, p, odp)
             for o in range(N_OUTPUTS):
@@ -877,7 +947,7 @@ def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
                     acc = 0.0
                     for j in range(n):
                         acc += ody[o, j] * Yout[i, off + j]
-                    kk = sdir[k]
+                    kk = si[SI_DIR + k]
                     if kk < N_PARAMS:
                         acc += odp[o, kk]
                     dO[i, o, k] = acc
@@ -887,9 +957,9 @@ def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
 def zero_parameter_sensitivity(Y0, i, sens):
     """A given initial value of state i does not depend on parameters."""
     if sens is not None:
-        sdir = sens[0]
-        for k in range(sdir.shape[0]):
-            if sdir[k] < N_PARAMS:
+        si = sens[0]
+        for k in range(si.shape[0] - SI_DIR):
+            if si[SI_DIR + k] < N_PARAMS:
                 Y0[N_STATES * (1 + k) + i] = 0.0
 
 

@@ -30,6 +30,7 @@ from kinetics.fit import NPDEResult, VPCData, npde, npde_tests, vpc_data
 from kinetics.model import Model, Parameter, build_model, library_names, read_model_file
 from kinetics.solve import (
     METHODS,
+    BatchCrossing,
     BatchSimulation,
     CompiledModel,
     Crossing,
@@ -46,7 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BCellRecovery", "Dataset", "DatasetError", "FitSpecError", "PopulationFit", "b_cell_recovery_time",
     "evaluate_objective", "fit_population", "read_dataset",
-    "METHODS", "BatchSimulation", "CompiledModel", "Crossing", "Dose", "DoseError", "ExpressionError",
+    "METHODS", "BatchCrossing", "BatchSimulation", "CompiledModel", "Crossing", "Dose", "DoseError", "ExpressionError",
     "KineticsError", "Model", "ModelError", "ModelFileError", "Parameter", "Sensitivities", "Simulation",
     "SolveStatus", "SolverInputError", "build_model", "compile_model", "library_names", "load_model",
     "read_model_file", "__version__",

@@ -4,7 +4,8 @@ from kinetics.analysis._nca import AUC_METHODS, BLQRule, NCAResult, nca, nca_fro
 from kinetics.analysis._recovery import BCellRecovery, b_cell_recovery_time
 from kinetics.analysis._outcomes import (OUTCOMES, aplasia_duration, auc_0_28, autoantibody_reduction,
                                          autoantibody_reduction_d90, autoantibody_reduction_d180, b_cell_nadir, cmax,
-                                         evaluate_outcome, fraction_of_baseline, igg_fraction_1y, recovery_time)
+                                         evaluate_outcome, evaluate_outcomes, fraction_of_baseline, igg_fraction_1y,
+                                         recovery_time)
 from kinetics.analysis._local import ELASTICITY_METHODS, elasticities, omega_sds, outcome_elasticities, tornado
 from kinetics.analysis._global import (DISTRIBUTION_KINDS, MorrisResult, ParameterDistribution, SobolResult,
                                        morris_screening, parameter_distributions, sobol_indices)
@@ -12,7 +13,8 @@ from kinetics.analysis._global import (DISTRIBUTION_KINDS, MorrisResult, Paramet
 __all__ = ["BCellRecovery", "b_cell_recovery_time"]
 __all__ += ["AUC_METHODS", "BLQRule", "NCAResult", "nca", "nca_from_model", "nca_table"]
 __all__ += ["OUTCOMES", "aplasia_duration", "auc_0_28", "autoantibody_reduction", "autoantibody_reduction_d90",
-            "autoantibody_reduction_d180", "b_cell_nadir", "cmax", "evaluate_outcome", "fraction_of_baseline",
+            "autoantibody_reduction_d180", "b_cell_nadir", "cmax", "evaluate_outcome", "evaluate_outcomes",
+            "fraction_of_baseline",
             "igg_fraction_1y", "recovery_time"]
 __all__ += ["ELASTICITY_METHODS", "elasticities", "omega_sds", "outcome_elasticities", "tornado"]
 __all__ += ["DISTRIBUTION_KINDS", "MorrisResult", "ParameterDistribution", "SobolResult", "morris_screening",

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from kinetics.analysis._outcomes import evaluate_outcome
+from kinetics.analysis._outcomes import evaluate_outcomes
 from kinetics.errors import SolverInputError, did_you_mean
 from kinetics.solve import Dose
 
@@ -126,13 +126,15 @@ def dose_sweep(model, doses: Mapping[str, Sequence[float]] | Sequence[Mapping[st
         omega = {n: float(fit.omega.loc[n, n]) for n in fit.omega.index}
     pmat = _population(model, n_patients, params or {}, omega or {}, seed)
     targets = tuple(sorted({t for lv in levels for t in lv}))
+    schedules = [[Dose(dose_time, float(a), t) for t, a in level.items() if a > 0] for level in levels]
+    # every level's patients in one call: one progress bar, chunks that share solves across outcomes
+    values = evaluate_outcomes(named, model, np.tile(pmat, (len(levels), 1)),
+                               [s for s in schedules for _ in range(n_patients)], progress=progress)
     rows = []
     for k, level in enumerate(levels):
-        schedule = [Dose(dose_time, float(a), t) for t, a in level.items() if a > 0]
         block = {"level": k, "patient": np.arange(n_patients)}
         block.update({t: np.full(n_patients, float(level.get(t, 0.0))) for t in targets})
-        for label, spec in named.items():
-            block[label] = evaluate_outcome(spec, model, pmat, schedule, progress=progress)
+        block.update({label: v[k * n_patients:(k + 1) * n_patients] for label, v in values.items()})
         rows.append(pd.DataFrame(block))
     values = pd.concat(rows, ignore_index=True)
     return DoseSweep(values=values, summary=_summarise(values, targets, tuple(named)), targets=targets,

@@ -172,7 +172,7 @@ def outcome_elasticities(model: CompiledModel, outcome: str | Callable[..., floa
     Chain rules (``D`` = d / d log theta; y and its sensitivities from ``model.sensitivities``):
 
     - Cmax and the B-cell nadir are extrema: D g = D y at the extremum time (envelope theorem);
-      the time is that of the outcome (grid maximum for Cmax, Brent-refined minimum for the nadir).
+      the time is that of the outcome (grid maximum for Cmax, refined grid minimum for the nadir).
     - AUC(0-28): the derivative of the linear-up/log-down trapezoid sum over the NCA grid, segment
       by segment (linear: (Dy1 + Dy2) dt / 2; log-down: the derivative of dt (y1 - y2)/ln(y1/y2)).
     - Fractions of baseline (autoantibody reduction, IgG at 1 y): D(y(d)/y0) = (y(d)/y0)(Dy(d)/y(d) - Dy0/y0).

@@ -21,6 +21,7 @@ Conventions shared by the outcomes (stated here once):
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -28,16 +29,17 @@ from functools import partial
 import numpy as np
 
 from kinetics.analysis._nca import WINDOWS, nca, nca_from_model
-from kinetics.analysis._recovery import _nadir, b_cell_recovery_time
+from kinetics.analysis._outcome_batch import BatchContext, Plan, run_plans
+from kinetics.analysis._recovery import _nadir, b_cell_recovery_time, bracket_grid, lowest_point
 from kinetics.errors import DoseError, SolverInputError, did_you_mean
 from kinetics.solve import CompiledModel, Dose
 
 __all__ = ["OUTCOMES", "aplasia_duration", "auc_0_28", "autoantibody_reduction", "autoantibody_reduction_d90",
-           "autoantibody_reduction_d180", "b_cell_nadir", "cmax", "evaluate_outcome", "fraction_of_baseline",
-           "igg_fraction_1y", "recovery_time"]
+           "autoantibody_reduction_d180", "b_cell_nadir", "cmax", "evaluate_outcome", "evaluate_outcomes",
+           "fraction_of_baseline", "igg_fraction_1y", "recovery_time"]
 
-# Solver tolerances of the outcomes that solve directly (those of b_cell_recovery_time); the NCA
-# outcomes use nca_from_model's tighter defaults because they sum thousands of grid values.
+# Solver tolerances of every outcome (those of b_cell_recovery_time). The NCA outcomes pass them to
+# nca_from_model too: a grid sum has the relative error of its terms, so tighter gains nothing.
 RTOL, ATOL = 1e-8, 1e-10
 
 Params = Mapping[str, float] | np.ndarray | None
@@ -62,7 +64,8 @@ def cmax(model: CompiledModel, params: Params = None, doses: Sequence[Dose] | No
     float
         Cmax in the output's unit.
     """
-    return float(nca_from_model(model, params=params, doses=doses, output=output, until=until, step=step).cmax)
+    return float(nca_from_model(model, params=params, doses=doses, output=output, until=until, step=step,
+                                rtol=RTOL, atol=ATOL).cmax)
 
 
 def auc_0_28(model: CompiledModel, params: Params = None, doses: Sequence[Dose] | None = None, *,
@@ -72,7 +75,7 @@ def auc_0_28(model: CompiledModel, params: Params = None, doses: Sequence[Dose] 
     Linear-up/log-down trapezoid on the grid 0..28 every ``step``; output unit x day.
     """
     return float(nca_from_model(model, params=params, doses=doses, output=output, until=WINDOWS[0],
-                                step=step).auc_0_28)
+                                step=step, rtol=RTOL, atol=ATOL).auc_0_28)
 
 
 def b_cell_nadir(model: CompiledModel, params: Params = None, doses: Sequence[Dose] | None = None, *,
@@ -80,7 +83,7 @@ def b_cell_nadir(model: CompiledModel, params: Params = None, doses: Sequence[Do
     """Lowest level of the B cells (cells/uL) on [0, ``until``].
 
     Located as :func:`~kinetics.analysis.b_cell_recovery_time` locates the nadir: bracketed on an
-    ``n_grid``-point grid, refined by bounded Brent minimisation.
+    ``n_grid``-point grid, refined on 201 solution values across the bracket (parabolic vertex where smooth).
     """
     _check_output(model, output)
     _check_until(until)
@@ -179,7 +182,7 @@ def evaluate_outcome(outcome: str | Callable[..., float], model: CompiledModel,
                      params: np.ndarray | Mapping[str, np.ndarray | float] | None = None,
                      doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None = None, *, n_sets: int | None = None,
                      chunk_size: int | None = None, progress: bool = False) -> np.ndarray:
-    """One outcome for many parameter sets (and dose schedules), in chunks.
+    """One outcome for many parameter sets (and dose schedules): :func:`evaluate_outcomes` with one outcome.
 
     Parameters
     ----------
@@ -187,6 +190,29 @@ def evaluate_outcome(outcome: str | Callable[..., float], model: CompiledModel,
         A name in :data:`OUTCOMES`, one of those functions, a ``functools.partial`` of one with
         options (``partial(recovery_time, threshold=0.5)``), or any ``f(model, params, doses) -> float``
         (called once per set with ``params`` as a dict).
+    model, params, doses, n_sets, chunk_size, progress
+        As for :func:`evaluate_outcomes`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_sets,)`` outcome values; nan where a solve failed.
+    """
+    return evaluate_outcomes({"outcome": outcome}, model, params, doses, n_sets=n_sets, chunk_size=chunk_size,
+                             progress=progress)["outcome"]
+
+
+def evaluate_outcomes(outcomes: Sequence[str | Callable[..., float]] | Mapping[str, str | Callable[..., float]],
+                      model: CompiledModel, params: np.ndarray | Mapping[str, np.ndarray | float] | None = None,
+                      doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None = None, *, n_sets: int | None = None,
+                      chunk_size: int | None = None, progress: bool = False) -> dict[str, np.ndarray]:
+    """Several outcomes for many parameter sets (and dose schedules), sharing solves, in chunks.
+
+    Parameters
+    ----------
+    outcomes
+        Outcome names (labels = names), or label -> outcome; an outcome is as for
+        :func:`evaluate_outcome`.
     model
         A compiled model.
     params
@@ -199,49 +225,74 @@ def evaluate_outcome(outcome: str | Callable[..., float], model: CompiledModel,
     chunk_size
         Sets per batch solve (default: as many as fit in about 64 MB of solver output).
     progress
-        Show a tqdm progress bar.
+        Show a tqdm progress bar over sets.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_sets,)`` outcome values; nan where a solve failed.
+    dict
+        label -> ``(n_sets,)`` values; nan where a solve failed.
 
     Notes
     -----
-    Cmax, AUC(0-28), recovery time (without ``sustained_days``) and the fractions of baseline are
-    solved for many sets at once by ``model.simulate_batch`` (numba threads): Cmax and AUC on the
-    same grid and with the same tolerances as :func:`~kinetics.analysis.nca_from_model`; recovery by
-    bracketing the nadir on the batch grid, then locating the upward crossing per set by event
-    location (``model.crossing_time``), which gives the same time as
-    :func:`~kinetics.analysis.b_cell_recovery_time`. Other outcomes are evaluated set by set.
+    The library outcomes (Cmax, AUC(0-28), B-cell nadir, aplasia duration, recovery time without
+    ``sustained_days``, the fractions of baseline and autoantibody reductions) are computed together
+    from batch solves (numba threads): one solve per chunk on the union of their output grids, the
+    no-dose baseline when needed, and event location (``model.crossing_times``) for the crossings,
+    each with the grids, tolerances and rules of the single-set function, whose values they equal.
+    Other outcomes are evaluated set by set.
     """
-    func, options = _resolve_outcome(outcome)
+    named = _named_outcomes(outcomes)
+    resolved = {label: _resolve_outcome(spec) for label, spec in named.items()}
     P = parameter_matrix(model, params, n_sets)
     n = P.shape[0]
     schedules = _schedules(model, doses, n)
-    batch = _BATCH.get(func)  # type: ignore[arg-type]
-    if batch is not None and not batch[1](options):
-        batch = None
+    plans = {}
+    for label, (func, options) in resolved.items():
+        builder = _PLANS.get(func)   # type: ignore[arg-type]
+        if builder is None:
+            continue
+        try:
+            inspect.signature(builder).bind(model, **options)
+        except TypeError as exc:
+            raise SolverInputError(f"outcome '{label}': {exc} (options given: {sorted(options)})") from None
+        plan = builder(model, **options)
+        if plan is not None:
+            plans[label] = plan
+    single = [label for label in resolved if label not in plans]
     if chunk_size is None:
-        chunk_size = _default_chunk(model, batch[2](options) if batch else 1)
+        n_times = np.unique(np.concatenate([np.asarray(p.times(schedules[0]), dtype=float) for p in plans.values()])
+                            ).size if plans else 1
+        chunk_size = _default_chunk(model, n_times)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise SolverInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    out = np.full(n, np.nan)
-    bar = _progress_bar(n, progress, f"{getattr(func, '__name__', 'outcome')}")
+    out = {label: np.full(n, np.nan) for label in resolved}
+    bar = _progress_bar(n, progress, f"{len(resolved)} outcomes" if len(resolved) > 1 else
+                        outcome_name(next(iter(named.values()))))
     try:
         for start in range(0, n, chunk_size):
             sl = slice(start, min(start + chunk_size, n))
-            if batch is not None:
-                out[sl] = batch[0](model, P[sl], schedules[sl], **options)
-            else:
+            if plans:
+                for label, values in run_plans(model, plans, P[sl], schedules[sl], rtol=RTOL, atol=ATOL).items():
+                    out[label][sl] = values
+            for label in single:
+                func, options = resolved[label]
                 for i in range(sl.start, sl.stop):
-                    out[i] = _one(func, options, model, P[i], schedules[i])
+                    out[label][i] = _one(func, options, model, P[i], schedules[i])
             if bar is not None:
                 bar.update(sl.stop - sl.start)
     finally:
         if bar is not None:
             bar.close()
     return out
+
+
+def _named_outcomes(outcomes) -> dict[str, str | Callable[..., float]]:
+    if isinstance(outcomes, str) or callable(outcomes):
+        outcomes = [outcomes]
+    named = dict(outcomes) if isinstance(outcomes, Mapping) else {outcome_name(o): o for o in outcomes}
+    if not named:
+        raise SolverInputError("give at least one outcome")
+    return named
 
 
 def parameter_matrix(model: CompiledModel, params: np.ndarray | Mapping[str, np.ndarray | float] | None,
@@ -326,18 +377,18 @@ def _one(func: Callable[..., float], options: dict, model: CompiledModel, p: np.
 
 
 def _schedules(model: CompiledModel, doses, n: int) -> list[list[Dose]]:
+    """One schedule per set; sets given the same schedule object share one list (batch solves check it once)."""
     if not doses:
-        return [[] for _ in range(n)]
+        return [[]] * n
     if all(isinstance(d, Dose) for d in doses):
-        one = list(doses)
-        return [one] * n
+        return [list(doses)] * n
     if len(doses) != n:
         raise DoseError(f"doses has {len(doses)} schedules; expected one schedule for all sets or one per set ({n})")
-    out = []
+    out, seen = [], {}
     for i, s in enumerate(doses):
         if isinstance(s, Dose) or not all(isinstance(d, Dose) for d in s):
             raise DoseError(f"doses[{i}] must be a list of kinetics.Dose (one schedule per parameter set)")
-        out.append(list(s))
+        out.append(seen.setdefault(id(s), list(s)))
     return out
 
 
@@ -390,7 +441,7 @@ def _aplasia_window(model, params, doses, output, threshold, until) -> tuple[flo
     return down, (c.time if c.found else None)
 
 
-# Batch implementations: outcome -> (batch function, applicable(options), output-grid size(options)).
+# -- plans: the library outcomes from shared batch solves (kinetics.analysis._outcome_batch) ------
 def _nca_grid(until: float, step: float, doses: Sequence[Dose]) -> np.ndarray:
     # the default grid of nca_from_model (kept identical so batch and single values agree)
     grid = np.round(np.arange(round(until / step) + 1) * step, 12)
@@ -398,100 +449,145 @@ def _nca_grid(until: float, step: float, doses: Sequence[Dose]) -> np.ndarray:
     return np.union1d(grid[grid <= until], np.asarray(extra, dtype=float))
 
 
-def _nca_batch(model, P, schedules, *, field: str, output: str = "car19_flow", until: float = 84.0,
-               step: float = 0.01) -> np.ndarray:
-    _check_output(model, output)
+def _check_grid(until: float, step: float) -> None:
     if not (math.isfinite(until) and until > 0 and math.isfinite(step) and 0 < step <= until):
         raise SolverInputError(f"the NCA grid needs 0 < step <= until, got step={step!r}, until={until!r}")
-    out = np.full(P.shape[0], np.nan)
-    j = model.output_names.index(output)
-    groups: dict[tuple, list[int]] = {}
-    for i, s in enumerate(schedules):   # sets whose dose times differ get their own grid
-        groups.setdefault(tuple(sorted({d.time for d in s if 0 <= d.time <= until})), []).append(i)
-    for idx in groups.values():
-        grid = _nca_grid(until, step, schedules[idx[0]])
-        shared = all(schedules[i] is schedules[idx[0]] for i in idx)
-        sched = schedules[idx[0]] if shared else [schedules[i] for i in idx]
-        b = model.simulate_batch(grid, P[idx], sched or None, rtol=1e-10, atol=1e-12)
-        for k, i in enumerate(idx):
-            if b.success[k]:
-                out[i] = getattr(nca(grid, np.maximum(b.outputs[k, :, j], 0.0)), field)
-    return out
 
 
-def _fraction_batch(model, P, schedules, *, output: str, day: float) -> np.ndarray:
+def _cmax_plan(model, *, output: str = "car19_flow", until: float = 84.0, step: float = 0.01) -> Plan:
     _check_output(model, output)
-    if not (math.isfinite(day) and day > 0):
-        raise SolverInputError(f"day must be a positive finite time, got {day!r}")
-    j = model.output_names.index(output)
-    base = model.simulate_batch([0.0], P, None, rtol=RTOL, atol=ATOL)
-    level = model.simulate_batch([day], P, _shared_or_list(schedules), rtol=RTOL, atol=ATOL)
-    b0 = np.where(base.success, base.outputs[:, 0, j], np.nan)
-    y = np.where(level.success, level.outputs[:, 0, j], np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b0 != 0, y / b0, np.nan)
+    _check_grid(until, step)
+
+    def finish(ctx: BatchContext) -> np.ndarray:
+        y = np.maximum(ctx.on(output, _nca_grid(until, step, ctx.schedules[0])), 0.0)
+        peak = y.max(axis=1)
+        return np.where(peak > 0, peak, np.nan)   # nca: no quantifiable level, no Cmax
+
+    return Plan(times=lambda s: _nca_grid(until, step, s), finish=finish)
 
 
-def _recovery_batch(model, P, schedules, *, output: str = "bcells", threshold: float = 1.0,
-                    relative_to_baseline: bool = False, sustained_days: float = 0.0,
-                    until: float = 1095.0) -> np.ndarray:
+def _auc_plan(model, *, output: str = "car19_flow", step: float = 0.01) -> Plan:
+    _check_output(model, output)
+    _check_grid(WINDOWS[0], step)
+
+    def finish(ctx: BatchContext) -> np.ndarray:
+        grid = _nca_grid(WINDOWS[0], step, ctx.schedules[0])
+        y = np.maximum(ctx.on(output, grid), 0.0)
+        return np.array([nca(grid, row).auc_0_28 if ok else np.nan for row, ok in zip(y, ctx.ok)])
+
+    return Plan(times=lambda s: _nca_grid(WINDOWS[0], step, s), finish=finish)
+
+
+def _nadir_plan(model, *, output: str = "bcells", until: float = 365.0, n_grid: int = 2001) -> Plan:
+    _check_output(model, output)
+    _check_until(until)
+    if isinstance(n_grid, bool) or not isinstance(n_grid, (int, np.integer)) or n_grid < 3:
+        raise SolverInputError(f"n_grid must be an integer >= 3, got {n_grid!r}")
+    grid = np.linspace(0.0, until, n_grid)
+
+    def finish(ctx: BatchContext) -> np.ndarray:
+        y = ctx.on(output, grid)
+        rows = np.flatnonzero(ctx.ok)
+        k = np.argmin(y[rows], axis=1)
+        local = bracket_grid(grid[np.maximum(k - 1, 0)], grid[np.minimum(k + 1, n_grid - 1)])
+        z, solved = ctx.on_grids(output, local, rows)
+        out = np.full(len(ctx.ok), np.nan)
+        out[rows[solved]] = lowest_point(local[solved], z[solved])[1]
+        return out
+
+    return Plan(times=lambda s: grid, finish=finish)
+
+
+def _recovery_plan(model, *, output: str = "bcells", threshold: float = 1.0, relative_to_baseline: bool = False,
+                   sustained_days: float = 0.0, until: float = 1095.0) -> Plan | None:
+    if sustained_days:
+        return None   # a sustained rule re-checks each candidate: set by set
     _check_output(model, output)
     _check_threshold(threshold)
     _check_until(until)
-    j = model.output_names.index(output)
-    times = np.linspace(0.0, until, 2001)   # the nadir bracket grid of b_cell_recovery_time
-    b = model.simulate_batch(times, P, _shared_or_list(schedules), rtol=RTOL, atol=ATOL)
-    if relative_to_baseline:
-        base = model.simulate_batch([0.0], P, None, rtol=RTOL, atol=ATOL)
-        levels = threshold * base.outputs[:, 0, j]
-    else:
-        levels = np.full(P.shape[0], float(threshold))
-    out = np.full(P.shape[0], np.nan)
-    for i in range(P.shape[0]):
-        if not b.success[i] or not np.isfinite(levels[i]):
-            continue
-        y = b.outputs[i, :, j]
-        k = int(np.argmin(y))
-        if y[k] >= levels[i]:
+    grid = np.linspace(0.0, until, 2001)   # the nadir bracket grid of b_cell_recovery_time
+    rule = dict(output=output, threshold=threshold, relative_to_baseline=relative_to_baseline, until=until)
+
+    def finish(ctx: BatchContext) -> np.ndarray:
+        y = ctx.on(output, grid)
+        n = len(ctx.ok)
+        levels = threshold * ctx.baseline(output) if relative_to_baseline else np.full(n, float(threshold))
+        out = np.full(n, np.nan)
+        usable = ctx.ok & np.isfinite(levels)
+        k = np.zeros(n, dtype=int)
+        k[usable] = np.argmin(y[usable], axis=1)
+        low = y[np.arange(n), k]
+        for i in np.flatnonzero(usable & (low >= levels)):
             # not depleted on the grid; near the level the refined nadir could still dip below: ask the rule
-            out[i] = 0.0 if y[k] > 1.5 * levels[i] else _one(
-                recovery_time, dict(output=output, threshold=threshold, relative_to_baseline=relative_to_baseline,
-                                    until=until), model, P[i], schedules[i])
-            continue
-        if k == times.size - 1:
-            out[i] = until
-            continue
-        # the first upward crossing after the grid nadir is the one after the refined nadir: the output
-        # is below the level on both sides of the nadir bracket
-        c = model.crossing_time(output, float(levels[i]), after=float(times[k]), until=until, direction="up",
-                                params=P[i], doses=schedules[i] or None, rtol=RTOL, atol=ATOL)
-        if c.success:
-            out[i] = c.time if c.found else until
-    return out
+            out[i] = 0.0 if low[i] > 1.5 * levels[i] else _one(recovery_time, rule, ctx.model, ctx.params[i],
+                                                                ctx.schedules[i])
+        depleted = usable & (low < levels)
+        out[depleted & (k == grid.size - 1)] = until
+        # the first upward crossing after the grid nadir is the one after the refined nadir: the output is
+        # below the level at the grid nadir (the aplasia's end, when located first, often answers it)
+        rows = np.flatnonzero(depleted & (k < grid.size - 1))
+        t, found, solved = ctx.crossings(output, levels[rows], grid[k[rows]], until, "up", rows)
+        out[rows] = np.where(solved, np.where(found, t, until), np.nan)
+        return out
+
+    return Plan(times=lambda s: grid, finish=finish, baseline=relative_to_baseline)
 
 
-def _shared_or_list(schedules: list[list[Dose]]):
-    first = schedules[0] if schedules else []
-    if all(s is first for s in schedules):
-        return first or None
-    return schedules
+def _aplasia_plan(model, *, output: str = "bcells", threshold: float = 1.0, until: float = 1095.0) -> Plan:
+    _check_output(model, output)
+    _check_threshold(threshold)
+    _check_until(until)
+
+    def finish(ctx: BatchContext) -> np.ndarray:
+        n = len(ctx.ok)
+        y0 = ctx.on(output, np.array([0.0]))[:, 0]
+        down = np.where(ctx.ok & (y0 < threshold), 0.0, np.nan)
+        rows = np.flatnonzero(ctx.ok & (y0 >= threshold))
+        t, found, solved = ctx.crossings(output, np.full(rows.size, float(threshold)), np.zeros(rows.size), until,
+                                         "down", rows)
+        down[rows] = np.where(solved & found, t, np.nan)
+        out = np.full(n, np.nan)
+        out[rows[solved & ~found]] = 0.0   # never below the threshold
+        open_end = np.isfinite(down) & (down >= until)
+        out[open_end] = 0.0
+        rows = np.flatnonzero(np.isfinite(down) & (down < until))
+        t, found, solved = ctx.crossings(output, np.full(rows.size, float(threshold)), down[rows], until, "up", rows)
+        out[rows] = np.where(solved, np.where(found, t, until) - down[rows], np.nan)
+        return out
+
+    return Plan(times=lambda s: np.array([0.0]), finish=finish)
 
 
-_BATCH: dict[Callable[..., float], tuple[Callable[..., np.ndarray], Callable[[dict], bool], Callable[[dict], int]]] = {
-    cmax: (partial(_nca_batch, field="cmax"), lambda o: True,
-           lambda o: int(o.get("until", 84.0) / o.get("step", 0.01)) + 3),
-    auc_0_28: (lambda model, P, s, **o: _nca_batch(model, P, s, field="auc_0_28", until=WINDOWS[0], **o),
-               lambda o: True, lambda o: int(WINDOWS[0] / o.get("step", 0.01)) + 3),
-    recovery_time: (_recovery_batch, lambda o: not o.get("sustained_days", 0.0), lambda o: 2001),
-    fraction_of_baseline: (_fraction_batch, lambda o: True, lambda o: 1),
-    autoantibody_reduction: (lambda model, P, s, **o: 1.0 - _fraction_batch(model, P, s, output=o.get(
-        "output", "anti_dsdna"), day=o["day"]), lambda o: "day" in o, lambda o: 1),
-    autoantibody_reduction_d90: (lambda model, P, s, output="anti_dsdna": 1.0 - _fraction_batch(
-        model, P, s, output=output, day=90.0), lambda o: True, lambda o: 1),
-    autoantibody_reduction_d180: (lambda model, P, s, output="anti_dsdna": 1.0 - _fraction_batch(
-        model, P, s, output=output, day=180.0), lambda o: True, lambda o: 1),
-    igg_fraction_1y: (lambda model, P, s, output="igg": _fraction_batch(model, P, s, output=output, day=365.0),
-                      lambda o: True, lambda o: 1),
+def _fraction_plan(model, *, output: str, day: float) -> Plan:
+    _check_output(model, output)
+    if not (math.isfinite(day) and day > 0):
+        raise SolverInputError(f"day must be a positive finite time, got {day!r}")
+
+    def finish(ctx: BatchContext) -> np.ndarray:
+        base = ctx.baseline(output)
+        level = ctx.on(output, np.array([float(day)]))[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(base != 0, level / base, np.nan)
+
+    return Plan(times=lambda s: np.array([float(day)]), finish=finish, baseline=True)
+
+
+def _reduction_plan(model, *, day: float, output: str = "anti_dsdna") -> Plan:
+    fraction = _fraction_plan(model, output=output, day=day)
+    return Plan(times=fraction.times, finish=lambda ctx: 1.0 - fraction.finish(ctx), baseline=True)
+
+
+_PLANS: dict[Callable[..., float], Callable[..., Plan | None]] = {
+    cmax: _cmax_plan,
+    auc_0_28: _auc_plan,
+    b_cell_nadir: _nadir_plan,
+    recovery_time: _recovery_plan,
+    aplasia_duration: _aplasia_plan,
+    fraction_of_baseline: _fraction_plan,
+    autoantibody_reduction: _reduction_plan,
+    autoantibody_reduction_d90: lambda model, output="anti_dsdna": _reduction_plan(model, day=90.0, output=output),
+    autoantibody_reduction_d180: lambda model, output="anti_dsdna": _reduction_plan(model, day=180.0, output=output),
+    igg_fraction_1y: lambda model, output="igg": _fraction_plan(model, output=output, day=365.0),
 }
 
 

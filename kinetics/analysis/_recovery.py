@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from kinetics.errors import SolverInputError
 from kinetics.solve import CompiledModel, Dose
+
+#: Solution values across the grid bracket of a nadir (see _nadir).
+NADIR_POINTS = 201
 
 __all__ = ["BCellRecovery", "b_cell_recovery_time"]
 
@@ -89,8 +91,8 @@ def b_cell_recovery_time(model: CompiledModel, *, threshold: float = 1.0, relati
         End of the search window (model time unit).
     n_grid
         Points of the grid on which the nadir is bracketed before it is refined
-        by bounded Brent minimisation; the grid is never used for the recovery
-        time itself.
+        on 201 solution values across the bracket (parabolic vertex where smooth); never
+        used for the recovery time itself.
     rtol, atol
         Solver tolerances.
 
@@ -167,20 +169,59 @@ def b_cell_recovery_time(model: CompiledModel, *, threshold: float = 1.0, relati
 def _nadir(model: CompiledModel, output: str, until: float, n_grid: int,
            params: Mapping[str, float] | np.ndarray | None, doses: Sequence[Dose] | None,
            tol: dict[str, float]) -> tuple[float, float]:
-    """Lowest point of ``output`` on [0, until]: bracketed on a grid, refined by bounded Brent."""
+    """Lowest point of ``output`` on [0, until]: bracketed on an ``n_grid``-point grid, then located by
+    :func:`lowest_point` on :data:`NADIR_POINTS` solution values across the bracket."""
     times = np.linspace(0.0, until, n_grid)
     sim = model.simulate(times, params=params, doses=doses, **tol)
     if not sim.success:
         raise SolverInputError(f"solve failed while locating the nadir: {sim.message}")
     y = sim.outputs[output]
     i = int(np.argmin(y))
-    lo, hi = times[max(i - 1, 0)], times[min(i + 1, n_grid - 1)]
+    local = bracket_grid(times[max(i - 1, 0)], times[min(i + 1, n_grid - 1)])
+    fine = model.simulate(local, params=params, doses=doses, **tol)
+    if not fine.success:
+        raise SolverInputError(f"solve failed while locating the nadir: {fine.message}")
+    t, v = lowest_point(local[None, :], fine.outputs[output][None, :])
+    return float(t[0]), float(v[0])
 
-    def value(t: float) -> float:
-        s = model.simulate([t], params=params, doses=doses, **tol)
-        return float(s.outputs[output][0]) if s.success else math.inf
 
-    res = minimize_scalar(value, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6 * max(until, 1.0)})
-    if res.success and res.fun <= y[i]:
-        return float(res.x), float(res.fun)
-    return float(times[i]), float(y[i])
+def bracket_grid(lo: float | np.ndarray, hi: float | np.ndarray) -> np.ndarray:
+    """:data:`NADIR_POINTS` equally spaced times from ``lo`` to ``hi`` (each row for arrays of brackets)."""
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    g = lo[..., None] + (hi - lo)[..., None] * np.linspace(0.0, 1.0, NADIR_POINTS)
+    g[..., -1] = hi
+    return g
+
+
+def lowest_point(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the minimum of a sampled curve: the vertex of the parabola through the lowest sample and
+    its neighbours where the curve is smooth there, else the lowest sample itself.
+
+    The vertex makes the value smooth in the parameters (a sample minimum jumps as the minimum moves
+    between samples) and exact to O(h^3) at a smooth minimum. "Smooth there" means the second
+    differences just left and right of the lowest sample agree with the central one within 25 %; at a
+    kink (a declared switch) they do not, and the lowest sample is kept (off by at most slope x spacing / 2).
+    """
+    n = values.shape[1]
+    rows = np.arange(values.shape[0])
+    j = np.argmin(np.where(np.isnan(values), np.inf, values), axis=1)
+    t, v = times[rows, j].astype(float), values[rows, j].astype(float)
+    inner = (j > 1) & (j < n - 2)
+    r, k = rows[inner], j[inner]
+
+    def slope(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (values[r, b] - values[r, a]) / (times[r, b] - times[r, a])
+
+    def curvature(a: np.ndarray) -> np.ndarray:   # second divided difference over samples a, a+1, a+2
+        return (slope(a + 1, a + 2) - slope(a, a + 1)) / (times[r, a + 2] - times[r, a])
+
+    c_left, c_mid, c_right = curvature(k - 2), curvature(k - 1), curvature(k)
+    t0, t1, y0, y1 = times[r, k - 1], times[r, k], values[r, k - 1], values[r, k]
+    d01 = slope(k - 1, k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tv = 0.5 * (t0 + t1) - d01 / (2 * c_mid)   # Newton form of the parabola through k-1, k, k+1
+        yv = y0 + d01 * (tv - t0) + c_mid * (tv - t0) * (tv - t1)
+        smooth = (np.abs(c_left - c_mid) <= 0.25 * c_mid) & (np.abs(c_right - c_mid) <= 0.25 * c_mid)
+    use = smooth & (c_mid > 0) & (tv >= t0) & (tv <= times[r, k + 1]) & (yv <= y1)
+    t[r[use]], v[r[use]] = tv[use], yv[use]
+    return t, v

@@ -3,6 +3,7 @@
 from kinetics.solve._compiled import CompiledModel, compile_model, load_model
 from kinetics.solve._types import (
     METHODS,
+    BatchCrossing,
     BatchSimulation,
     Crossing,
     Dose,
@@ -12,6 +13,6 @@ from kinetics.solve._types import (
 )
 
 __all__ = [
-    "METHODS", "BatchSimulation", "CompiledModel", "Crossing", "Dose", "Sensitivities", "Simulation",
+    "METHODS", "BatchCrossing", "BatchSimulation", "CompiledModel", "Crossing", "Dose", "Sensitivities", "Simulation",
     "SolveStatus", "compile_model", "load_model",
 ]

@@ -16,6 +16,7 @@ from kinetics.errors import DoseError, SolverInputError, did_you_mean
 from kinetics.model import Model, find_model_file, read_model_file
 from kinetics.solve._types import (
     METHODS,
+    BatchCrossing,
     BatchSimulation,
     Crossing,
     Dose,
@@ -420,6 +421,9 @@ class CompiledModel:
 
         Parameters
         ----------
+        times
+            One output grid for every set (1-D), or one grid per set: ``(n_sets, n_times)``, each row
+            sorted (model time unit).
         params
             ``(n_sets, n_params)`` array in :attr:`parameter_names` order, or a dict
             name -> array of length n_sets (or scalar); unnamed parameters keep defaults.
@@ -429,31 +433,91 @@ class CompiledModel:
         Returns
         -------
         BatchSimulation
-            Per-set status; one bad set never stops the others.
+            Per-set status; one bad set never stops the others. ``times`` is as given (1-D or 2-D).
         """
-        t = self._times(times, t0)
         P = self._parameter_matrix(params, n_sets)
         ns = P.shape[0]
-        r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
-        dose_table = self._dose_table(doses, ns, t0)
-
-        n, no = len(self.state_names), len(self.output_names)
-        Yout = np.empty((ns, t.size, n))
-        O = np.empty((ns, t.size, max(no, 1)))
-        dO = np.empty((ns, t.size, max(no, 1), 0))
-        ist = np.zeros((ns, 8), dtype=np.int64)
-        fst = np.zeros((ns, 4))
-        t_end = max(float(t[-1]) if t.size else t0, t0)
-        self.kernels.simulate_batch_kernel(P, t, float(t0), t_end, *dose_table, r, a, mcode, ms, -1, 0.0, 0, 0.0,
-                                           Yout, O, dO, ist, fst)
+        T = self._batch_times(times, ns, t0)
+        t_end = np.maximum(T[:, -1] if T.shape[1] else np.full(T.shape[0], t0), t0)
+        t_end = np.ascontiguousarray(np.broadcast_to(t_end, (ns,)))
+        Yout, O, ist, fst = self._run_batch(P, T, t0, t_end, doses, rtol, atol, method, max_steps, None)
         status = ist[:, 5].copy()
+        ms = max_steps
         ok_msg = status_message(SolveStatus.SUCCESS, 0.0, ms, self.model.time_unit)
         msgs = [ok_msg] * ns
         for i in np.flatnonzero(status):
             msgs[i] = status_message(SolveStatus(int(status[i])), float(fst[i, 0]), ms, self.model.time_unit)
-        return BatchSimulation(times=_ro(t.copy()), states=_ro(Yout), outputs=_ro(O[:, :, :no]),
+        shown = T[0].copy() if np.ndim(times) <= 1 else T.copy()
+        return BatchSimulation(times=_ro(shown), states=_ro(Yout), outputs=_ro(O[:, :, :len(self.output_names)]),
                                output_names=self.output_names, state_names=self.state_names, status=_ro(status),
                                t_fail=_ro(fst[:, 0].copy()), n_steps=_ro(ist[:, 0].copy()), messages=tuple(msgs))
+
+    def crossing_times(self, output: str, level: float | Sequence[float] | np.ndarray, *,
+                       after: float | Sequence[float] | np.ndarray = 0.0, until: float, direction: str = "any",
+                       params: np.ndarray | Mapping[str, np.ndarray | float] | None = None,
+                       doses: Sequence[Dose] | Sequence[Sequence[Dose]] | None = None, n_sets: int | None = None,
+                       rtol: float = 1e-6, atol: float | Sequence[float] = 1e-9, method: str = "auto",
+                       max_steps: int = 100_000, t0: float = 0.0) -> BatchCrossing:
+        """:meth:`crossing_time` for many parameter sets in parallel (numba threads).
+
+        ``level`` and ``after`` are one value for every set or one per set; each solve stops at its
+        crossing. Returns a :class:`BatchCrossing`: per set the time (nan where none was found before
+        ``until``), whether one was found, and the solve status.
+        """
+        if output not in self.output_names:
+            raise SolverInputError(f"unknown output '{output}'{did_you_mean(output, self.output_names)}")
+        if direction not in _DIRECTIONS:
+            raise SolverInputError(f"direction must be one of {list(_DIRECTIONS)}, got {direction!r}")
+        P = self._parameter_matrix(params, n_sets)
+        ns = P.shape[0]
+        lv = _per_set(level, ns, "level")
+        af = _per_set(after, ns, "after")
+        if not math.isfinite(until):
+            raise SolverInputError(f"until must be finite, got {until!r}")
+        bad = np.flatnonzero(~((t0 <= af) & (af < until)))
+        if bad.size:
+            raise SolverInputError(f"need t0 <= after < until; set {int(bad[0])} has t0={t0}, after={af[bad[0]]}, "
+                                   f"until={until}")
+        event = (self.output_names.index(output), lv, _DIRECTIONS[direction], af)
+        _, _, ist, fst = self._run_batch(P, np.zeros((1, 0)), t0, np.full(ns, float(until)), doses, rtol, atol,
+                                         method, max_steps, event)
+        status = ist[:, 5].copy()
+        msgs = tuple(status_message(SolveStatus(int(c)), float(fst[i, 0]), max_steps, self.model.time_unit)
+                     for i, c in enumerate(status))
+        return BatchCrossing(output=output, level=_ro(lv), time=_ro(fst[:, 2].copy()), found=_ro(ist[:, 7] == 1),
+                             status=_ro(status), messages=msgs)
+
+    def _batch_times(self, times: Sequence[float] | np.ndarray, ns: int, t0: float) -> np.ndarray:
+        """Output grids as (1, n_times) for one shared grid or (n_sets, n_times), each row checked."""
+        arr = np.asarray(times, dtype=float) if not isinstance(times, np.ndarray) else times.astype(float, copy=False)
+        if arr.ndim <= 1:
+            return np.ascontiguousarray(self._times(arr, t0)[None, :])
+        if arr.ndim != 2 or arr.shape[0] != ns:
+            raise SolverInputError(f"per-set times must have shape (n_sets, n_times) = ({ns}, n); got {arr.shape}")
+        for i in range(ns):
+            try:
+                self._times(arr[i], t0)
+            except SolverInputError as exc:
+                raise SolverInputError(f"times of set {i}: {exc}") from None
+        return np.ascontiguousarray(arr)
+
+    def _run_batch(self, P: np.ndarray, T: np.ndarray, t0: float, t_end: np.ndarray, doses, rtol, atol, method,
+                   max_steps, event) -> tuple[np.ndarray, ...]:
+        """Run the batch kernel; ``event`` None or (output index, levels (n_sets,), direction, after (n_sets,))."""
+        ns = P.shape[0]
+        r, a, ms, mcode = self._tolerances(rtol, atol, max_steps, method)
+        dose_table = self._dose_table(doses, ns, t0)
+        n, no = len(self.state_names), len(self.output_names)
+        nt = T.shape[1]
+        Yout = np.empty((ns, nt, n))
+        O = np.empty((ns, nt, max(no, 1)))
+        dO = np.empty((ns, nt, max(no, 1), 0))
+        ist = np.zeros((ns, 8), dtype=np.int64)
+        fst = np.zeros((ns, 4))
+        ev_out, ev_level, ev_dir, ev_after = event if event is not None else (-1, np.zeros(ns), 0, np.zeros(ns))
+        self.kernels.simulate_batch_kernel(P, T, float(t0), t_end, *dose_table, r, a, mcode, ms, ev_out, ev_level,
+                                           ev_dir, ev_after, Yout, O, dO, ist, fst)
+        return Yout, O, ist, fst
 
     def _parameter_matrix(self, params: np.ndarray | Mapping[str, np.ndarray | float] | None,
                           n_sets: int | None) -> np.ndarray:
@@ -560,7 +624,9 @@ class RepeatedBatchSolver:
         self._dout = np.empty((n_sets, times.size, max(no, 1), 0))
         self._ist = np.zeros((n_sets, 8), dtype=np.int64)
         self._fst = np.zeros((n_sets, 4))
-        self._t_end = max(float(times[-1]) if times.size else t0, t0)
+        self._grid = np.ascontiguousarray(times[None, :])
+        self._t_end = np.full(n_sets, max(float(times[-1]) if times.size else t0, t0))
+        self._no_event = np.zeros(n_sets)
         self._kernel = model.kernels.simulate_batch_kernel
 
     def __call__(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -571,8 +637,8 @@ class RepeatedBatchSolver:
         r, a, mcode, ms = self._tol
         self._ist.fill(0)
         self._fst.fill(0.0)
-        self._kernel(p, self.times, self._t0, self._t_end, *self._doses, r, a, mcode, ms, -1, 0.0, 0, 0.0,
-                     self._yout, self._out, self._dout, self._ist, self._fst)
+        self._kernel(p, self._grid, self._t0, self._t_end, *self._doses, r, a, mcode, ms, -1, self._no_event, 0,
+                     self._no_event, self._yout, self._out, self._dout, self._ist, self._fst)
         return self._out[:, :, :self._n_out].copy(), self._ist[:, 5] == 0
 
     def message(self, i: int) -> str:
@@ -592,6 +658,18 @@ class _Lookup:
 
 # empty, so never written; kept writable because numba compiles read-only arrays as a separate type
 _NO_DOSES = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+def _per_set(value: float | Sequence[float] | np.ndarray, ns: int, name: str) -> np.ndarray:
+    """One finite value per set from a scalar or a length-``ns`` sequence."""
+    try:
+        v = np.array(np.broadcast_to(np.asarray(value, dtype=float), (ns,)))
+    except (TypeError, ValueError):
+        raise SolverInputError(f"{name} must be a number or one number per set ({ns}), got {value!r}") from None
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise SolverInputError(f"{name} of set {int(bad[0])} is not finite ({v[bad[0]]!r})")
+    return v
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

@@ -966,12 +966,17 @@ def zero_parameter_sensitivity(Y0, i, sens):
 @njit(cache=True, parallel=True)
 def simulate_batch_kernel(P, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, n_doses,
                           rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist, fst):
-    """simulate_kernel over rows of P (n_sets, np); dose arrays are (n_sets, max_doses) with n_doses[s] used."""
+    """simulate_kernel over rows of P (n_sets, np); dose arrays are (n_sets, max_doses) with n_doses[s] used.
+
+    ``times`` is (1, n_times), one grid for every set, or (n_sets, n_times), a grid per set; ``t_end``,
+    ``ev_level`` and ``ev_after`` are (n_sets,): each set's end time and event level and start.
+    """
     nsets = P.shape[0]
+    grid_stride = 0 if times.shape[0] == 1 else 1   # row s * stride of times; 0: one shared grid
     y0keep = np.empty(N_STATES)
     y0keep[:] = math.nan
     for s in prange(nsets):
         nd = n_doses[s]
-        simulate_kernel(P[s], y0keep, None, times, t0, t_end, dose_time[s, :nd], dose_amt[s, :nd],
+        simulate_kernel(P[s], y0keep, None, times[s * grid_stride], t0, t_end[s], dose_time[s, :nd], dose_amt[s, :nd],
                         dose_dur[s, :nd], dose_tgt[s, :nd], dose_state[s, :nd], rtol, atol, method, max_steps,
-                        ev_out, ev_level, ev_dir, ev_after, Yout[s], O[s], dO[s], ist[s], fst[s])
+                        ev_out, ev_level[s], ev_dir, ev_after[s], Yout[s], O[s], dO[s], ist[s], fst[s])

@@ -14,7 +14,8 @@ from kinetics.errors import DoseError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["Dose", "SolveStatus", "Simulation", "BatchSimulation", "Sensitivities", "Crossing", "METHODS"]
+__all__ = ["Dose", "SolveStatus", "Simulation", "BatchSimulation", "BatchCrossing", "Sensitivities", "Crossing",
+           "METHODS"]
 
 #: Registered integration methods: name -> kernel code.
 METHODS: dict[str, int] = {"auto": 0, "dopri5": 1, "rodas5p": 2}
@@ -240,3 +241,24 @@ class Crossing:
     def success(self) -> bool:
         """True if the solve itself succeeded (whether or not a crossing was found)."""
         return self.status is SolveStatus.SUCCESS
+
+
+@dataclass(frozen=True)
+class BatchCrossing:
+    """First crossings of an output for many parameter sets (:meth:`CompiledModel.crossing_times`).
+
+    ``time[i]`` is nan where set ``i`` has no crossing before ``until`` (``found[i]`` False) or its solve
+    failed (``status[i]`` non-zero, ``messages[i]`` says why).
+    """
+
+    output: str
+    level: np.ndarray
+    time: np.ndarray
+    found: np.ndarray
+    status: np.ndarray
+    messages: tuple[str, ...] = field(repr=False, default=())
+
+    @property
+    def success(self) -> np.ndarray:
+        """Boolean mask of sets whose solve succeeded (whether or not a crossing was found)."""
+        return self.status == SolveStatus.SUCCESS

@@ -62,6 +62,48 @@ def test_batch_with_dict_params_and_per_set_doses(oral):
     assert np.all(conc[2] == 0.0)
 
 
+def test_batch_crossings_match_closed_form_per_set(oral):
+    """crossing_times: a level and a start per set; reference: brentq on the Bateman closed form."""
+    cl = np.array([2.75, 2.75, 4.0, 2.75])
+    levels = np.array([1.0, 2.0, 2.0, 50.0])   # the last is never reached
+    after = np.array([3.0, 5.0, 3.0, 0.0])
+    got = oral.crossing_times("conc", levels, after=after, until=200.0, direction="down", params={"CL": cl},
+                              doses=DOSE, rtol=1e-10, atol=1e-12)
+    assert got.success.all() and list(got.found) == [True, True, True, False] and math.isnan(got.time[3])
+    for i in range(3):
+        ref = scipy.optimize.brentq(lambda t: bateman(t, 320.0, 1.5, cl[i], 31.9) - levels[i], after[i], 200.0,
+                                    xtol=1e-14)
+        assert got.time[i] == pytest.approx(ref, rel=1e-8)
+        one = oral.crossing_time("conc", levels[i], after=after[i], until=200.0, direction="down",
+                                 params={"CL": cl[i]}, doses=DOSE, rtol=1e-10, atol=1e-12)
+        assert got.time[i] == one.time   # the same kernel, one set at a time
+
+
+def test_batch_with_a_time_grid_per_set_equals_individual_solves(oral):
+    grids = np.array([[0.5, 1.0, 2.0], [3.0, 8.0, 24.0], [0.0, 0.0, 100.0]])
+    batch = oral.simulate_batch(grids, params={"CL": [2.0, 2.75, 4.0]}, doses=DOSE, rtol=1e-10, atol=1e-12)
+    assert batch.times.shape == (3, 3) and batch.success.all()
+    for s, cl in enumerate([2.0, 2.75, 4.0]):
+        single = oral.simulate(grids[s], params={"CL": cl}, doses=DOSE, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(batch.output("conc")[s], single.outputs["conc"])
+    np.testing.assert_allclose(batch.output("conc")[1], bateman(grids[1], 320.0, 1.5, 2.75, 31.9), rtol=1e-8)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda m: m.simulate_batch(np.ones((3, 2)), params={"CL": [1.0, 2.0]}), r"shape \(n_sets, n_times\) = \(2"),
+    (lambda m: m.simulate_batch([[0.0, 2.0], [3.0, 1.0]], params={"CL": [1.0, 2.0]}), "times of set 1: .*sorted"),
+    (lambda m: m.crossing_times("conc", [1.0, np.inf], until=5.0, params={"CL": [1.0, 2.0]}), "level of set 1"),
+    (lambda m: m.crossing_times("conc", 1.0, after=[0.0, 6.0], until=5.0, params={"CL": [1.0, 2.0]}),
+     "set 1 has .*after=6"),
+    (lambda m: m.crossing_times("conc", [1.0, 2.0, 3.0], until=5.0, params={"CL": [1.0, 2.0]}), "one number per set"),
+    (lambda m: m.crossing_times("cnc", 1.0, until=5.0), "did you mean 'conc'"),
+    (lambda m: m.crossing_times("conc", 1.0, until=5.0, direction="sideways"), "direction"),
+], ids=["grid-rows", "grid-unsorted", "level-inf", "after-past-until", "level-count", "output", "direction"])
+def test_bad_batch_grids_and_crossings_get_clear_errors(oral, call, match):
+    with pytest.raises(kinetics.SolverInputError, match=match):
+        call(oral)
+
+
 def test_batch_reports_failed_member_without_raising(blowup):
     t = np.array([0.2, 0.4, 0.8])
     batch = blowup.simulate_batch(t, params={"k": [0.1, 2.0, 0.5]})

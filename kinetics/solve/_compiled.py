@@ -392,7 +392,9 @@ class CompiledModel:
                       initial_states: Mapping[str, float] | None = None) -> Crossing:
         """First time in ``(after, until]`` at which ``output`` crosses ``level``.
 
-        Located by root finding on the solver's dense output (not a grid search).
+        Located by root finding on the solver's dense output (not a grid search); each step's
+        dense output is scanned in four pieces, so a level crossed and crossed back within one
+        step is found unless both crossings fall in the same quarter of the step.
         ``direction`` is ``"up"``, ``"down"`` or ``"any"``. A dose that carries the
         output across the level counts as a crossing at the dose time.
         """

@@ -487,6 +487,10 @@ def dense_eval(method, theta, h, Y0, Y1, K, Kr, out):
         dopri_dense(theta, h, Y0, K, out)
 
 
+#: Pieces of each step's dense output scanned for a crossing (a level crossed twice within one step).
+EVENT_SUBSTEPS = 4
+
+
 @njit(error_model='numpy', no_cpython_wrapper=True)
 def event_value(t, Yv, p, ev_out, ev_level, obuf):
     m_out(t, Yv, p, obuf)
@@ -620,16 +624,25 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 else:
                     g0 = ev_g[0]
                     tha = 0.0
-                if crosses(g0, g1, ev_dir):
-                    if g0 == 0.0 and tha == 0.0:
-                        fst[2] = t
+                # scan the step's dense output in EVENT_SUBSTEPS pieces, in order, so that a level crossed
+                # and crossed back within one step is found too (the interpolation points of
+                # DifferentialEquations.jl's continuous callbacks)
+                th_a, g_a = tha, g0
+                for m in range(1, EVENT_SUBSTEPS + 1):
+                    if m < EVENT_SUBSTEPS:
+                        th_b = tha + (1.0 - tha) * m / EVENT_SUBSTEPS
+                        dense_eval(method, th_b, hs, Y, ynew, K, Kr, ybuf)
+                        g_b = event_value(t + th_b * hs, ybuf, p, ev_out, ev_level, obuf)
                     else:
-                        fst[2] = locate_event(method, t, hs, Y, ynew, K, Kr, p, ev_out, ev_level, ev_dir, tha,
-                                              g0, 1.0, g1, ybuf, obuf)
-                    ist[7] = 1
-                    for i in range(L):
-                        Y[i] = ynew[i]
-                    return io, h
+                        th_b, g_b = 1.0, g1
+                    if crosses(g_a, g_b, ev_dir):
+                        fst[2] = locate_event(method, t, hs, Y, ynew, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
+                                              g_a, th_b, g_b, ybuf, obuf)
+                        ist[7] = 1
+                        for i in range(L):
+                            Y[i] = ynew[i]
+                        return io, h
+                    th_a, g_a = th_b, g_b
                 ev_g[0] = g1
             for i in range(L):
                 if not math.isfinite(ynew[i]):

@@ -62,6 +62,38 @@ def test_batch_with_dict_params_and_per_set_doses(oral):
     assert np.all(conc[2] == 0.0)
 
 
+DIP = """
+name = "dip"
+time_unit = "day"
+[parameters]
+k = { value = 0.001, unit = "1/day" }
+[states]
+x = { initial = "1", unit = "1" }
+[odes]
+x = "-k*x"
+[outputs]
+g = { expression = "x - exp(-((t - 50)/8)**2)", unit = "1" }
+"""
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rodas5p"])
+def test_level_crossed_and_recrossed_within_one_step_is_found(tmp_path, method):
+    # the state decays slowly, so steps grow to ~100 days, while the output dips below 0.5 and back within
+    # ~14 days around day 50: both ends of the step are above the level. Reference: brentq on the closed form
+    path = tmp_path / "dip.toml"
+    path.write_text(DIP)
+    dip = kinetics.load_model(path)
+    assert dip.simulate([200.0], method=method).n_steps < 10
+    ref = scipy.optimize.brentq(lambda t: math.exp(-1e-3 * t) - math.exp(-((t - 50) / 8) ** 2) - 0.5, 30, 50,
+                                xtol=1e-14)
+    c = dip.crossing_time("g", 0.5, until=200.0, direction="down", method=method, rtol=1e-8, atol=1e-10)
+    assert c.found and c.time == pytest.approx(ref, rel=1e-8)
+    ref_up = scipy.optimize.brentq(lambda t: math.exp(-1e-3 * t) - math.exp(-((t - 50) / 8) ** 2) - 0.5, 50, 70,
+                                   xtol=1e-14)
+    up = dip.crossing_time("g", 0.5, after=45.0, until=200.0, direction="up", method=method, rtol=1e-8, atol=1e-10)
+    assert up.found and up.time == pytest.approx(ref_up, rel=1e-8)
+
+
 def test_batch_crossings_match_closed_form_per_set(oral):
     """crossing_times: a level and a start per set; reference: brentq on the Bateman closed form."""
     cl = np.array([2.75, 2.75, 4.0, 2.75])

@@ -1,4 +1,5 @@
-"""The ``kinetics`` command: list library models, simulate a model, run a fit specification.
+"""The ``kinetics`` command: list library models, simulate a model, run a fit specification, and the
+analyses (exposure metrics, B-cell recovery, dose sweeps, sensitivity; in ``kinetics.cli._analysis``).
 
 Examples
 --------
@@ -6,6 +7,11 @@ kinetics models
 kinetics simulate oral_1cmt --dose 0:320:depot --until 24 --csv conc.csv --plot conc.png
 kinetics fit fits/theophylline_focei.toml --out results/theoph
 kinetics report fits/theophylline_focei.toml --out results/theoph_report
+kinetics nca ../shared/data/theoph_nonmem.csv --out results/nca
+kinetics recovery cd19_sle --dose 0:6e7:car19 --days 90,180,365 --out results/recovery
+kinetics dose-sweep dual_car_sle --doses car19=1e7,3e7,6e7,1e8,2e8 --doses carbcma=1e7,3e7,6e7,1e8,2e8 \
+    --grid one-at-a-time --reference car19=6e7 --reference carbcma=6e7 --out results/sweep
+kinetics sensitivity cd19_sle --dose 0:6e7:car19 --outcome recovery_time --method sobol --out results/sobol
 """
 
 from __future__ import annotations
@@ -170,7 +176,8 @@ def _count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kinetics`` command."""
-    parser = argparse.ArgumentParser(prog="kinetics", description="CAR-T kinetics models: list, simulate, fit, report.")
+    parser = argparse.ArgumentParser(prog="kinetics",
+                                     description="CAR-T kinetics models: list, simulate, fit, report, analyse.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the model library").set_defaults(func=_cmd_models)
     sim = sub.add_parser("simulate", help="simulate a model (library name or .toml path)")
@@ -204,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--sweep-patients", type=_count, default=60, help="virtual patients per dose level (0 skips)")
     rep.add_argument("--sobol-base", type=_count, default=64, help="Sobol' base samples, a power of 2 (0 skips)")
     rep.set_defaults(func=_cmd_report)
+    from kinetics.cli._analysis import add_analysis_commands  # here: it imports this module's helpers
+
+    add_analysis_commands(sub)
     return parser
 
 

@@ -1,0 +1,7 @@
+"""``python -m kinetics.cli``: the ``kinetics`` command."""
+
+import sys
+
+from kinetics.cli import main
+
+sys.exit(main())

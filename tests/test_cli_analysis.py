@@ -177,13 +177,13 @@ def test_local_sensitivity_matches_the_api(tmp_path, sle, capsys):
     written = pd.read_csv(tmp_path / "elasticities.csv")
     assert list(written["wrt"]) == list(el["wrt"])
     np.testing.assert_allclose(written["elasticity"], el["elasticity"], rtol=1e-12, atol=1e-15)
-    tor = tornado(sle, "recovery_time", omega={"dM_19": 0.3, "B0": 0.3}, doses=SLE_DOSE)
+    tor = tornado(sle, "recovery_time", omega={"dM_19": 0.3 ** 2, "B0": 0.3 ** 2}, doses=SLE_DOSE)
     written = pd.read_csv(tmp_path / "tornado.csv")
     assert list(written["parameter"]) == list(tor["parameter"])
     np.testing.assert_allclose(written[["outcome_low", "outcome_high"]], tor[["outcome_low", "outcome_high"]],
                                rtol=1e-12)
     assert (tmp_path / "tornado.png").stat().st_size > 10_000
-    assert "thalf_IgG left out" in capsys.readouterr().err   # no between-subject SD: no tornado range
+    assert "thalf_IgG left out" in capsys.readouterr().err   # no between-subject variability: no tornado range
 
 
 def test_local_sensitivity_with_a_fit_uses_its_omega(tmp_path, theoph_fit):
@@ -200,7 +200,7 @@ def test_local_sensitivity_with_a_fit_uses_its_omega(tmp_path, theoph_fit):
 def test_sobol_and_morris_match_the_api(tmp_path, sle):
     common = ["sensitivity", *SLE, "--outcome", "recovery_time", "--params", "dM_19,kmax_19", "--seed", "1"]
     assert main([*common, "--method", "sobol", "--n-base", "32", "--out", str(tmp_path)]) == 0
-    omega = {"dM_19": 0.3, "kmax_19": 0.3}
+    omega = {"dM_19": 0.3 ** 2, "kmax_19": 0.3 ** 2}
     r = sobol_indices(sle, outcome="recovery_time", doses=SLE_DOSE, omega=omega, n_base=32, rng=1)
     written = pd.read_csv(tmp_path / "sobol.csv")
     expected = r.to_frame()
@@ -248,7 +248,7 @@ BAD = {
     "unknown-sensitivity-parameter": (["sensitivity", *SLE, "--outcome", "cmax", "--params", "dm_19"],
                                       "did you mean 'dM_19'"),
     "parameter-without-sd": (["sensitivity", *SLE, "--outcome", "cmax", "--method", "sobol", "--params", "thalf_IgG"],
-                             "no between-subject SD"),
+                             "no between-subject variability"),
     "misspelt-outcome": (["sensitivity", *SLE, "--outcome", "recovery_tim"], "did you mean 'recovery_time'"),
     "missing-outcome": (["sensitivity", *SLE], "the following arguments are required: --outcome"),
     "one-trajectory": (["sensitivity", *SLE, "--outcome", "cmax", "--method", "morris", "--trajectories", "1"],

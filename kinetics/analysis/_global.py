@@ -256,8 +256,9 @@ def parameter_distributions(model: CompiledModel | None = None, *, params: Mappi
         must contain the parameter's value (``params`` or the model file's): a range that excludes it
         is almost always a unit or typing slip. ``"dose:<target>"`` names a total dose amount.
     omega
-        A :class:`~kinetics.fit.PopulationFit` or a mapping name -> SD of the log-normal eta (the model
-        files' ``iiv``): log-normal around the typical value (the fit's ``theta``, then ``params``, then
+        A :class:`~kinetics.fit.PopulationFit` or a mapping name -> variance of the log-normal eta
+        (omega, as ``fit_population``'s ``random_effects``; the model files' ``iiv`` are SDs: square
+        them): log-normal around the typical value (the fit's ``theta``, then ``params``, then
         the model's value). Correlations in a full omega are ignored (the indices assume independent
         inputs).
     doses
@@ -280,7 +281,7 @@ def parameter_distributions(model: CompiledModel | None = None, *, params: Mappi
         base = {**typical, **base}
         for k, s in sds.items():
             if s <= 0:
-                raise SolverInputError(f"omega['{k}'] is {s:g}: a log-normal input needs omega > 0 (leave it out to "
+                raise SolverInputError(f"omega['{k}'] is {s * s:g}: a log-normal input needs omega > 0 (leave it out to "
                                        "hold it fixed)")
             if model is not None:
                 v = model.parameter_vector(base)[_param_index(model, k, "omega")]

@@ -268,8 +268,10 @@ def omega_sds(omega) -> tuple[dict[str, float], dict[str, float]]:
     ----------
     omega
         A :class:`~kinetics.fit.PopulationFit` (SDs = square roots of the diagonal of ``fit.omega``,
-        a variance matrix; typical values ``fit.theta``), or a mapping parameter -> SD of eta (as the
-        model files' ``iiv`` metadata; typical values then come from ``params`` or the model).
+        a variance matrix; typical values ``fit.theta``), or a mapping parameter -> variance of eta
+        (omega, as everywhere in kinetics: ``fit_population(random_effects=)``, ``dose_sweep``,
+        ``simulate_population``; the model files' ``iiv`` are SDs, so square them); typical values
+        then come from ``params`` or the model.
 
     Returns
     -------
@@ -283,17 +285,17 @@ def omega_sds(omega) -> tuple[dict[str, float], dict[str, float]]:
         sds = {str(n): float(math.sqrt(max(om.loc[n, n], 0.0))) for n in om.index}
         return sds, {k: float(v) for k, v in omega.theta.items()}
     if not isinstance(omega, Mapping):
-        raise SolverInputError(f"omega must be a PopulationFit or a mapping parameter -> SD, got "
+        raise SolverInputError(f"omega must be a PopulationFit or a mapping parameter -> variance, got "
                                f"{type(omega).__name__}")
     sds = {}
     for k, v in omega.items():
         try:
-            s = float(v)
+            var = float(v)
         except (TypeError, ValueError):
-            raise SolverInputError(f"omega['{k}'] must be a number (SD of eta), got {v!r}") from None
-        if not (math.isfinite(s) and s >= 0):
-            raise SolverInputError(f"omega['{k}'] must be a finite SD >= 0, got {v!r}")
-        sds[str(k)] = s
+            raise SolverInputError(f"omega['{k}'] must be a number (variance of eta), got {v!r}") from None
+        if not (math.isfinite(var) and var >= 0):
+            raise SolverInputError(f"omega['{k}'] must be a finite variance >= 0, got {v!r}")
+        sds[str(k)] = math.sqrt(var)
     return sds, {}
 
 
@@ -311,9 +313,9 @@ def tornado(model: CompiledModel, outcome: str | Callable[..., float],
         Mapping name -> (low, high) in the parameter's unit; ``"dose:<target>"`` for a total dose
         amount. The range must contain the value the others are held at.
     omega
-        A fitted population (:class:`~kinetics.fit.PopulationFit`) or a mapping parameter -> SD of
-        its log-normal eta: the range is ``value * exp(-+ z omega)``, the central ``coverage``
-        interval of the log-normal (z = 1.645, 5th-95th percentile, for 0.90). With a fit, the
+        A fitted population (:class:`~kinetics.fit.PopulationFit`) or a mapping parameter -> variance
+        of its log-normal eta (omega; see :func:`omega_sds`): the range is ``value * exp(-+ z SD)``,
+        the central ``coverage`` interval of the log-normal (z = 1.645, 5th-95th percentile, for 0.90). With a fit, the
         other parameters are held at the fit's typical values ``fit.theta`` (then ``params``).
     params, doses
         Values everything else is held at (model defaults by default).
@@ -330,7 +332,7 @@ def tornado(model: CompiledModel, outcome: str | Callable[..., float],
     import pandas as pd
 
     if ranges is None and omega is None:
-        raise SolverInputError("tornado needs ranges= (name -> (low, high)) or omega= (a fit or name -> SD)")
+        raise SolverInputError("tornado needs ranges= (name -> (low, high)) or omega= (a fit or name -> variance)")
     if not (isinstance(coverage, (int, float)) and 0 < coverage < 1):
         raise SolverInputError(f"coverage must be in (0, 1), got {coverage!r}")
     base = dict(params or {})

@@ -205,20 +205,28 @@ def _typical(args: argparse.Namespace, fit) -> dict[str, float]:
 
 
 def _variability(model, fit, *, required: bool) -> dict[str, float]:
-    """SDs of the log-normal between-subject variability: the fit's omega, else the model file's iiv."""
-    sds = omega_sds(fit)[0] if fit is not None else omega_sds(dict(model.model.metadata.get("iiv") or {}))[0]
-    sds = {k: s for k, s in sds.items() if s > 0}
-    if required and not sds:
+    """Variances (omega) of the log-normal between-subject variability: the fit's omega, else the squares of
+    the model file's iiv SDs."""
+    iiv = {}
+    for k, s in (model.model.metadata.get("iiv") or {}).items():
+        try:
+            iiv[k] = float(s) ** 2
+        except (TypeError, ValueError):
+            raise SolverInputError(f"model '{model.name}': [metadata] iiv['{k}'] must be a number (SD of eta), "
+                                   f"got {s!r}") from None
+    sds = omega_sds(fit)[0] if fit is not None else omega_sds(iiv)[0]
+    omega = {k: s * s for k, s in sds.items() if s > 0}
+    if required and not omega:
         where = ("the fit has no random effects" if fit is not None
                  else f"model '{model.name}' suggests none ([metadata] iiv in its file)")
         raise SolverInputError(f"virtual patients need between-subject variability, and {where}; pass --fit SPEC, "
                                "a population fit specification of the model")
-    return sds
+    return omega
 
 
-def _variability_text(sds: Mapping[str, float], fit) -> str:
+def _variability_text(omega: Mapping[str, float], fit) -> str:
     source = "the fit's omega" if fit is not None else "the model file's iiv"
-    return f"{source}: " + ", ".join(f"{k} {s:g}" for k, s in sds.items())
+    return f"{source} (SD of eta): " + ", ".join(f"{k} {math.sqrt(v):g}" for k, v in omega.items())
 
 
 def _outcome_output(spec: str | partial) -> str | None:
@@ -325,11 +333,11 @@ def cmd_recovery(args: argparse.Namespace) -> int:
     _check_output(model, args.output)
     fit, data = _run_fit(args, model)
     params = _typical(args, fit)
-    sds = _variability(model, fit, required=True)
+    omega = _variability(model, fit, required=True)
     rule = dict(threshold=args.threshold, relative_to_baseline=args.relative, sustained_days=args.sustained_days,
                 output=args.output, until=args.until)
     typical = b_cell_recovery_time(model, params=params, doses=doses, **rule)
-    dist = recovery_distribution(model, doses, fit=fit, params=params, omega={k: s * s for k, s in sds.items()},
+    dist = recovery_distribution(model, doses, fit=fit, params=params, omega=omega,
                                  n_patients=args.n_patients, seed=args.seed, **rule)
     unit = model.model.time_unit
     quantiles = pd.DataFrame(list(dist.quantiles().items()), columns=["quantile", "time"])
@@ -337,7 +345,7 @@ def cmd_recovery(args: argparse.Namespace) -> int:
     times = pd.DataFrame({"patient": np.arange(dist.times.size), "time": dist.times,
                           "recovered": dist.times < dist.until})
     print(_typical_text(typical, args.until, unit))
-    print(f"new patients ({args.n_patients}, seed {args.seed}; variability from {_variability_text(sds, fit)}):")
+    print(f"new patients ({args.n_patients}, seed {args.seed}; variability from {_variability_text(omega, fit)}):")
     _show(quantiles)
     for day, p in zip(probability["day"], probability["probability"]):
         print(f"  P(recovered by {unit} {day:g}) = {p:.3f}")
@@ -417,13 +425,13 @@ def cmd_dose_sweep(args: argparse.Namespace) -> int:
     _check_outputs(model, outcomes)
     fit, _ = _run_fit(args, model)
     params = _typical(args, fit)
-    sds = _variability(model, fit, required=True)
+    omega = _variability(model, fit, required=True)
     n_levels = len(levels) if isinstance(levels, list) else math.prod(len(v) for v in levels.values())
     print(f"dose sweep of '{model.name}': {n_levels} dose level{'s' if n_levels != 1 else ''} x {args.n_patients} "
-          f"virtual patients, {len(outcomes)} outcomes; variability from {_variability_text(sds, fit)}",
+          f"virtual patients, {len(outcomes)} outcomes; variability from {_variability_text(omega, fit)}",
           file=sys.stderr, flush=True)
     sweep = dose_sweep(model, levels, outcomes=outcomes, n_patients=args.n_patients, params=params,
-                       omega={k: s * s for k, s in sds.items()}, fit=fit, seed=args.seed, progress=True)
+                       omega=omega, fit=fit, seed=args.seed, progress=True)
     varied = tuple(t for t in sweep.targets if sweep.values[t].nunique() > 1)
     notes: list[str] = []
     power = _power_models(dataclasses.replace(sweep, targets=varied), notes) if varied else None
@@ -510,23 +518,23 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         _check_parameters(model, args.params)
     fit, _ = _run_fit(args, model)
     params = _typical(args, fit)
-    sds = _variability(model, fit, required=args.method != "local")
+    omega = _variability(model, fit, required=args.method != "local")
     if args.params:
-        missing = [p for p in args.params if p not in sds]
-        if missing and args.method == "local" and sds:
-            _note(f"tornado: {', '.join(missing)} left out (no between-subject SD to set a range)")
+        missing = [p for p in args.params if p not in omega]
+        if missing and args.method == "local" and omega:
+            _note(f"tornado: {', '.join(missing)} left out (no between-subject variability to set a range)")
         elif missing and args.method != "local":
-            raise SolverInputError(f"--params {', '.join(missing)}: no between-subject SD to vary "
-                                   f"{'it' if len(missing) == 1 else 'them'} by (SDs are given for: "
-                                   f"{', '.join(sds) or 'none'})")
-        sds = {p: sds[p] for p in args.params if p in sds}
+            raise SolverInputError(f"--params {', '.join(missing)}: no between-subject variability to vary "
+                                   f"{'it' if len(missing) == 1 else 'them'} by (omega is given for: "
+                                   f"{', '.join(omega) or 'none'})")
+        omega = {p: omega[p] for p in args.params if p in omega}
     run = {"local": _local, "sobol": _sobol, "morris": _morris}[args.method]
-    tables, figures = run(model, outcome, label, params, doses, sds, args)
+    tables, figures = run(model, outcome, label, params, doses, omega, args)
     _write(Path(args.out), tables, figures)
     return _status(fit)
 
 
-def _local(model, outcome, label: str, params, doses, sds, args):
+def _local(model, outcome, label: str, params, doses, omega, args):
     from kinetics.analysis import outcome_elasticities, tornado
 
     el = outcome_elasticities(model, outcome, params=params, doses=doses, wrt=args.params)
@@ -534,11 +542,11 @@ def _local(model, outcome, label: str, params, doses, sds, args):
           f"{el['outcome'].iloc[0]:.5g}):")
     _show(el, ["wrt", "kind", "value", "elasticity"])
     tables, figures = {"elasticities.csv": el}, {}
-    if not sds:
-        _note("tornado skipped: no between-subject SDs to set the ranges (pass --fit SPEC, or a model with "
+    if not omega:
+        _note("tornado skipped: no between-subject variability to set the ranges (pass --fit SPEC, or a model with "
               "[metadata] iiv)")
         return tables, figures
-    tor = tornado(model, outcome, omega=sds, params=params, doses=doses)
+    tor = tornado(model, outcome, omega=omega, params=params, doses=doses)
     print(f"tornado of {label}: each parameter at the 5th and 95th percentile of its between-subject range:")
     _show(tor, ["parameter", "low", "high", "outcome_low", "outcome_high", "swing"])
     tables["tornado.csv"] = tor
@@ -551,12 +559,12 @@ def _local(model, outcome, label: str, params, doses, sds, args):
     return tables, figures
 
 
-def _sobol(model, outcome, label: str, params, doses, sds, args):
+def _sobol(model, outcome, label: str, params, doses, omega, args):
     from kinetics.analysis import sobol_indices
 
-    print(f"Sobol' indices of {label}: N = {args.n_base}, {len(sds)} inputs, {args.n_base * (len(sds) + 2)} model "
+    print(f"Sobol' indices of {label}: N = {args.n_base}, {len(omega)} inputs, {args.n_base * (len(omega) + 2)} model "
           "runs", file=sys.stderr, flush=True)
-    r = sobol_indices(model, outcome=outcome, doses=doses, params=params, omega=sds, n_base=args.n_base,
+    r = sobol_indices(model, outcome=outcome, doses=doses, params=params, omega=omega, n_base=args.n_base,
                       rng=args.seed)
     print(r.summary())
 
@@ -567,12 +575,12 @@ def _sobol(model, outcome, label: str, params, doses, sds, args):
     return {"sobol.csv": r.to_frame()}, {"sobol.png": draw}
 
 
-def _morris(model, outcome, label: str, params, doses, sds, args):
+def _morris(model, outcome, label: str, params, doses, omega, args):
     from kinetics.analysis import morris_screening
 
-    print(f"Morris screening of {label}: {args.trajectories} trajectories, {len(sds)} inputs, "
-          f"{args.trajectories * (len(sds) + 1)} model runs", file=sys.stderr, flush=True)
-    r = morris_screening(model, outcome=outcome, doses=doses, params=params, omega=sds,
+    print(f"Morris screening of {label}: {args.trajectories} trajectories, {len(omega)} inputs, "
+          f"{args.trajectories * (len(omega) + 1)} model runs", file=sys.stderr, flush=True)
+    r = morris_screening(model, outcome=outcome, doses=doses, params=params, omega=omega,
                          n_trajectories=args.trajectories, rng=args.seed)
     print(r.summary())
     return {"morris.csv": r.to_frame()}, {}

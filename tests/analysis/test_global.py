@@ -135,10 +135,10 @@ def sle():
 
 
 def test_sobol_ranks_b_cell_recovery_drivers_on_lupus_model(sle):
-    # omega from the model file's iiv (SDs of log-normal etas) plus an IgG half-life spread of 0.2. B cells do not
+    # omega (variances) from the model file's iiv (SDs of log-normal etas) plus an IgG half-life SD of 0.2. B cells do not
     # depend on thalf_IgG (no path in models/cd19_sle.toml [odes]): its indices are 0 up to solver noise; the CAR-T
     # memory loss dM_19 (largest iiv and elasticity -0.86, test_local) dominates reappearance (model calibration text).
-    omega = {**sle.model.metadata["iiv"], "thalf_IgG": 0.2}
+    omega = {**{k: s ** 2 for k, s in sle.model.metadata["iiv"].items()}, "thalf_IgG": 0.2 ** 2}
     r = sobol_indices(sle, outcome="recovery_time", doses=SLE_DOSE, omega=omega, n_base=64, rng=1)
     assert r.n_evaluations == 64 * (len(omega) + 2)
     st = dict(zip(r.names, r.ST))
@@ -154,7 +154,7 @@ def test_sobol_ranks_igg_half_life_for_igg_while_b_cells_are_absent(sle):
     # IgG at day 60: plasmablasts are gone within days in every patient, so IgG is the LLPC share fLL_igg plus the
     # decaying short-lived share (half-life thalf_IgG); CAR-T and B-cell parameters only shift the first few days
     # (total indices ~1e-5 at this seed).
-    omega = {"fLL_igg": 0.2, "thalf_IgG": 0.2, "dM_19": 0.3, "kmax_19": 0.3, "B0": 0.3}
+    omega = {"fLL_igg": 0.2 ** 2, "thalf_IgG": 0.2 ** 2, "dM_19": 0.3 ** 2, "kmax_19": 0.3 ** 2, "B0": 0.3 ** 2}
     f = partial(fraction_of_baseline, output="igg", day=60.0)
     r = sobol_indices(sle, outcome=f, doses=SLE_DOSE, omega=omega, n_base=64, rng=2)
     assert r.ranking()[:2] == ["fLL_igg", "thalf_IgG"]
@@ -163,7 +163,7 @@ def test_sobol_ranks_igg_half_life_for_igg_while_b_cells_are_absent(sle):
 
 
 def test_morris_on_lupus_model_with_a_dose_input_and_progress(sle, capsys):
-    omega = {"dM_19": 0.3, "kmax_19": 0.3, "thalf_IgG": 0.2}
+    omega = {"dM_19": 0.3 ** 2, "kmax_19": 0.3 ** 2, "thalf_IgG": 0.2 ** 2}
     r = morris_screening(sle, outcome="recovery_time", doses=SLE_DOSE, omega=omega,
                          log_bounds={"dose:car19": (2e7, 2e8)}, n_trajectories=6, rng=3, progress=True)
     assert r.ranking()[0] == "dM_19"
@@ -175,7 +175,7 @@ def test_morris_on_lupus_model_with_a_dose_input_and_progress(sle, capsys):
 @pytest.mark.slow
 def test_sobol_lupus_larger_run(sle):
     # a larger run: N = 512 over the iiv parameters plus the IgG half-life and the dose (log-uniform 2e7-2e8)
-    omega = {**sle.model.metadata["iiv"], "thalf_IgG": 0.2}
+    omega = {**{k: s ** 2 for k, s in sle.model.metadata["iiv"].items()}, "thalf_IgG": 0.2 ** 2}
     r = sobol_indices(sle, outcome="recovery_time", doses=SLE_DOSE, omega=omega,
                       log_bounds={"dose:car19": (2e7, 2e8)}, n_base=512, rng=4)
     st = dict(zip(r.names, r.ST))
@@ -264,7 +264,7 @@ def test_morris_bad_input(kwargs, match):
 
 
 def test_parameter_distributions_from_model_and_omega(sle):
-    d = parameter_distributions(sle, omega={"dM_19": 0.3}, bounds={"B0": (100.0, 300.0)},
+    d = parameter_distributions(sle, omega={"dM_19": 0.3 ** 2}, bounds={"B0": (100.0, 300.0)},
                                 params={"dM_19": 0.08})
     assert d["dM_19"] == ParameterDistribution("log-normal", 0.08, 0.3)
     assert d["B0"] == ParameterDistribution("uniform", 100.0, 300.0)

@@ -189,8 +189,8 @@ def test_tornado_with_bounds_equals_closed_form(oral):
 
 
 def test_tornado_from_omega_on_lupus_model(sle):
-    iiv = sle.model.metadata["iiv"]
-    df = tornado(sle, "recovery_time", omega=iiv, doses=SLE_DOSE)
+    iiv = sle.model.metadata["iiv"]   # SDs of eta; omega= takes variances
+    df = tornado(sle, "recovery_time", omega={k: s ** 2 for k, s in iiv.items()}, doses=SLE_DOSE)
     r = df.set_index("parameter")
     for name, om in iiv.items():
         v = sle.defaults[name]
@@ -227,7 +227,7 @@ def test_tornado_from_a_population_fit(oral):
     (lambda m: tornado(m, "cmax", {"CL": (3.0, 4.0)}, doses=ORAL_DOSE), r"excludes the value 2.75"),
     (lambda m: tornado(m, "cmax", {"CL": (4.0, 3.0)}, doses=ORAL_DOSE), "low < high"),
     (lambda m: tornado(m, "cmax", {"CL": 3.0}, doses=ORAL_DOSE), "pair"),
-    (lambda m: tornado(m, "cmax", omega={"CL": -0.1}, doses=ORAL_DOSE), "SD >= 0"),
+    (lambda m: tornado(m, "cmax", omega={"CL": -0.1}, doses=ORAL_DOSE), "variance >= 0"),
     (lambda m: tornado(m, "cmax", omega={"CL": 0.3}, ranges={"CL": (1.0, 4.0)}, doses=ORAL_DOSE), "both"),
     (lambda m: tornado(m, "cmax", omega=[0.3], doses=ORAL_DOSE), "PopulationFit or a mapping"),
     (lambda m: tornado(m, "cmax", omega={"CL": 0.3}, doses=ORAL_DOSE, coverage=1.0), "coverage"),

@@ -188,7 +188,8 @@ def generate_model_source(model: Model) -> str:
         f"N_OUTPUTS = {len(outs)}\n"
         f"N_SWITCHES = {len(sw)}\n"
         f"N_DOSE_TARGETS = {len(scale)}\n"
-        f"AUTONOMOUS = {is_autonomous}\n\n"
+        f"AUTONOMOUS = {is_autonomous}\n"
+        f"NONNEGATIVE = np.array({[i for i, s in enumerate(model.states) if s.nonnegative]!r}, dtype=np.int64)\n\n"
     )
     return header + "\n\n".join(parts)
 
@@ -391,5 +392,6 @@ def model_fingerprint(model: Model) -> str:
         "init:" + ";".join(sp.srepr(s.initial) for s in model.states),
         "out:" + ";".join(sp.srepr(o.expression) for o in model.outputs),
         "switch:" + ";".join(sp.srepr(e) for e in model.switches),
+        "nonnegative:" + ",".join(s.name for s in model.states if s.nonnegative),
     ]
     return "\n".join(parts)

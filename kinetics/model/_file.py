@@ -26,7 +26,7 @@ MAX_MODEL_FILE_BYTES = 1_000_000
 _TOP_KEYS = {"name", "description", "time_unit", "references", "switches", "parameters", "states",
              "odes", "outputs", "doses", "metadata"}
 _PARAM_KEYS = {"value", "unit", "lower", "upper", "description", "source", "confidence"}
-_STATE_KEYS = {"initial", "unit", "description"}
+_STATE_KEYS = {"initial", "unit", "description", "nonnegative"}
 _OUTPUT_KEYS = {"expression", "unit", "description"}
 _DOSE_KEYS = {"state", "scale", "unit", "description"}
 
@@ -204,8 +204,11 @@ def _state(name: str, v: object, par_syms: Mapping[str, sp.Symbol], src: str) ->
     where = f"[states] {name}"
     e = _entry(v, src, where, _STATE_KEYS, "initial")
     init = parse_expression(e.get("initial", "0"), par_syms, f"{src}: {where}.initial")
+    nonneg = e.get("nonnegative", False)
+    if not isinstance(nonneg, bool):
+        raise ModelFileError(f"{src}: '{where}.nonnegative' must be true or false, got {nonneg!r}")
     return State(name=name, initial=init, unit=_string(e.get("unit"), src, f"{where}.unit"),
-                 description=_string(e.get("description"), src, f"{where}.description"))
+                 description=_string(e.get("description"), src, f"{where}.description"), nonnegative=nonneg)
 
 
 def _output(name: str, v: object, syms: Mapping[str, sp.Symbol], src: str) -> Output:

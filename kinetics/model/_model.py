@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -54,12 +54,17 @@ class Parameter:
 
 @dataclass(frozen=True)
 class State:
-    """A state variable with its initial value (an expression of parameters)."""
+    """A state variable with its initial value (an expression of parameters).
+
+    ``nonnegative``: the state is an amount or a count that cannot fall below 0 (the solver keeps it
+    there: see :mod:`kinetics.solve`).
+    """
 
     name: str
     initial: sp.Expr
     unit: str = ""
     description: str = ""
+    nonnegative: bool = False
 
     @property
     def symbol(self) -> sp.Symbol:
@@ -288,6 +293,7 @@ def build_model(
     switches: tuple[object, ...] = (),
     description: str = "",
     time_unit: str = "",
+    nonnegative: Sequence[str] | bool = (),
 ) -> Model:
     """Build a :class:`Model` from Python values, sympy expressions or math strings.
 
@@ -304,6 +310,8 @@ def build_model(
         output name -> expression.
     doses
         dose name -> state name, or a dict with ``state`` and optional ``scale``.
+    nonnegative
+        Names of states that cannot fall below 0 (amounts, cell counts), or True for every state.
 
     Examples
     --------
@@ -322,7 +330,12 @@ def build_model(
     unknown = [n for n in odes if n not in states]
     if unknown:
         raise ModelError(f"{where}: ODE for unknown state '{unknown[0]}'{did_you_mean(unknown[0], states)}")
-    st = tuple(State(n, _as_expr(v, par_syms, f"{where}: states {n}")) for n, v in states.items())
+    nonneg = set(states) if nonnegative is True else set(nonnegative or ())
+    bad = sorted(nonneg - set(states))
+    if bad:
+        raise ModelError(f"{where}: nonnegative names unknown state '{bad[0]}'{did_you_mean(bad[0], states)}")
+    st = tuple(State(n, _as_expr(v, par_syms, f"{where}: states {n}"), nonnegative=n in nonneg)
+               for n, v in states.items())
     ode = tuple(_as_expr(odes[n], all_syms, f"{where}: odes {n}") for n in states)
     outs = tuple(Output(n, _as_expr(v, all_syms, f"{where}: outputs {n}")) for n, v in (outputs or {}).items())
     dts = []

@@ -152,3 +152,21 @@ def test_build_model_errors(kwargs, problem):
 def test_a_model_needs_states():
     with pytest.raises(ModelError, match="the model has no states"):
         build_model("empty", {}, {}, {})
+
+
+def test_nonnegative_states_from_python_and_file(tmp_path):
+    # the flag reaches the Model (and its fingerprint, so the compiled cache differs), from either route
+    from kinetics.codegen import model_fingerprint
+    from kinetics.errors import ModelError
+    from kinetics.model import build_model, read_model_file
+
+    m = build_model("decay", {"k": 0.5}, {"x": 1.0, "y": 0.0}, {"x": "-k*x", "y": "k*x"}, nonnegative=["x"])
+    assert [s.nonnegative for s in m.states] == [True, False]
+    every = build_model("decay", {"k": 0.5}, {"x": 1.0, "y": 0.0}, {"x": "-k*x", "y": "k*x"}, nonnegative=True)
+    assert all(s.nonnegative for s in every.states) and model_fingerprint(every) != model_fingerprint(m)
+    with pytest.raises(ModelError, match="unknown state 'xx'"):
+        build_model("decay", {"k": 0.5}, {"x": 1.0}, {"x": "-k*x"}, nonnegative=["xx"])
+    path = tmp_path / "m.toml"
+    path.write_text('name = "m"\n[parameters]\nk = 1.0\n[states]\nx = { initial = "1", nonnegative = true }\n'
+                    'y = "0"\n[odes]\nx = "-k*x"\ny = "k*x"\n')
+    assert [s.nonnegative for s in read_model_file(path).states] == [True, False]

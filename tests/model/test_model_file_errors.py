@@ -77,6 +77,8 @@ STRUCTURE_CASES = [
     ("reserved-state-name-t", {"states": {"t": "0"}, "odes": {"t": '"1"'}}, "[states] t", ["name 't' is reserved"]),
     ("invalid-name", {"parameters": {"a-b": "1.0"}}, "[parameters] a-b", ["is not a valid name"]),
     ("dunder-name", {"parameters": {"__class__": "1.0"}}, "[parameters] __class__", ["is not a valid name"]),
+    ("nonnegative-not-bool", {"states": {"B": '{ initial = "1", nonnegative = "yes" }'}}, "[states] B.nonnegative",
+     ["must be true or false, got 'yes'"]),
     ("initial-uses-state", {"states": {"C": '{ initial = "B" }'}}, "[states] C.initial", ["unknown symbol 'B'"]),
     ("initial-uses-t", {"states": {"C": '{ initial = "t" }'}}, "[states] C.initial", ["unknown symbol 't'"]),
     ("dose-to-unknown-state", {"doses": {"car": '{ state = "Cc" }'}}, "[doses] car",

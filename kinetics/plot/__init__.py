@@ -86,7 +86,7 @@ def plot_percentile_band(times: np.ndarray, values: np.ndarray, *, label: str, u
     if log:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(title=f"n = {int(ok.sum())} ({int((~ok).sum())} failed solves left out)")
+    ax.legend(title=f"n = {int(ok.sum())} ({int((~ok).sum())} failed solves left out)", loc="upper right")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

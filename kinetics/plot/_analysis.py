@@ -59,7 +59,7 @@ def plot_recovery_distribution(dist: RecoveryDistribution, *, days: Sequence[flo
     ax0.set_title(f"{recovered.size} recovered, {n_not} not by {dist.until:g}, {int((~ok).sum())} failed solves",
                   fontsize=8)
     if ax0.get_legend_handles_labels()[0]:
-        ax0.legend(fontsize=7)
+        ax0.legend(fontsize=7, loc="upper right")
     shown = t[ok]
     upper = float(np.quantile(shown, 0.99)) if shown.size else dist.until
     horizon = dist.until if upper >= dist.until else min(dist.until, max(upper * 1.2, max(days)))
@@ -300,7 +300,7 @@ def plot_sobol(result: SobolResult, *, max_bars: int = 20) -> Figure:
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(x, df["parameter"], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("Sobol' index")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3, axis="y")
     ax.tick_params(labelsize=7)
     _suptitle(fig, f"Sobol' indices of {result.outcome}: N = {result.n_base} ({result.n_evaluations} evaluations), "

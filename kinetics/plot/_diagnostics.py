@@ -277,7 +277,7 @@ def plot_goodness_of_fit(fit: PopulationFit, *, output: str | None = None,
     for a in ax:
         a.grid(alpha=0.3)
         a.tick_params(labelsize=7)
-    ax[0].legend(fontsize=7)
+    ax[0].legend(fontsize=7, loc="upper left")
     _suptitle(fig, f"Goodness of fit: {fit.model_name} ({_fit_label(fit)}), {', '.join(outs)}: {len(obs)} observed, "
                  f"{len(cen)} censored rows (no residual); smoother {SMOOTHER}", fontsize=9)
     return fig
@@ -335,7 +335,7 @@ def _hist_panel(ax, values: np.ndarray, label: str) -> None:
     ax.set_xlabel(label)
     ax.set_ylabel("density")
     ax.set_title(f"{label}: mean {v.mean():.2f}, SD {v.std(ddof=1):.2f}" if v.size > 1 else label, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
 
 
 # -- NPDE ----------------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ def plot_npde(result: NPDEResult, *, output: str | None = None) -> Figure:
         a.set_xlabel(x)
         a.set_ylabel("NPDE")
         a.set_title(f"NPDE vs {x}", fontsize=9)
-    ax[2].legend(fontsize=7)
+    ax[2].legend(fontsize=7, loc="upper right")
     for a in ax:
         a.grid(alpha=0.3)
         a.tick_params(labelsize=7)
@@ -515,7 +515,7 @@ def plot_eta_distributions(fit: PopulationFit) -> Figure:
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     _hide_unused(axes, len(names))
-    axes.flat[0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7, loc="upper right")
     _suptitle(fig, f"Random effects of {fit.model_name}: {fit.n_subjects} subjects (shrinkage = 1 - SD(EBE) / omega)",
                  fontsize=9)
     return fig

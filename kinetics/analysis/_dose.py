@@ -122,7 +122,7 @@ def dose_sweep(model, doses: Mapping[str, Sequence[float]] | Sequence[Mapping[st
     levels = _levels(doses, model)
     named = dict(outcomes) if isinstance(outcomes, Mapping) else {str(o): o for o in outcomes}
     if fit is not None:
-        params = dict(fit.theta)
+        params = dict(fit.typical_parameters or fit.theta)
         omega = {n: float(fit.omega.loc[n, n]) for n in fit.omega.index}
     pmat = _population(model, n_patients, params or {}, omega or {}, seed)
     targets = tuple(sorted({t for lv in levels for t in lv}))

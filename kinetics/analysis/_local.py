@@ -283,7 +283,7 @@ def omega_sds(omega) -> tuple[dict[str, float], dict[str, float]]:
     if isinstance(omega, PopulationFit):
         om = omega.omega
         sds = {str(n): float(math.sqrt(max(om.loc[n, n], 0.0))) for n in om.index}
-        return sds, {k: float(v) for k, v in omega.theta.items()}
+        return sds, {k: float(v) for k, v in (omega.typical_parameters or omega.theta).items()}
     if not isinstance(omega, Mapping):
         raise SolverInputError(f"omega must be a PopulationFit or a mapping parameter -> variance, got "
                                f"{type(omega).__name__}")

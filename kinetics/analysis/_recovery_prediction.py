@@ -169,7 +169,8 @@ def recovery_distribution(model, doses, *, fit=None, params: Mapping[str, float]
     rng = np.random.default_rng(seed)
     names = model.parameter_names
     if fit is not None:
-        params, omega = dict(fit.theta), {n: float(fit.omega.loc[n, n]) for n in fit.omega.index}
+        params = dict(fit.typical_parameters or fit.theta)
+        omega = {n: float(fit.omega.loc[n, n]) for n in fit.omega.index}
     params, omega = dict(params or {}), dict(omega or {})
     for k in list(params) + list(omega):
         if k not in names:

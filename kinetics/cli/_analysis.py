@@ -201,7 +201,7 @@ def _status(fit) -> int:
 
 def _typical(args: argparse.Namespace, fit) -> dict[str, float]:
     """Typical parameter values: the fit's estimates with ``--fit``, else ``--set`` over the model file's."""
-    return dict(fit.theta) if fit is not None else dict(args.set or [])
+    return dict(fit.typical_parameters or fit.theta) if fit is not None else dict(args.set or [])
 
 
 def _variability(model, fit, *, required: bool) -> dict[str, float]:

@@ -63,6 +63,9 @@ class PopulationFit:
     eta_conditional_covariances: tuple[np.ndarray, ...] = field(default=(), repr=False)
     #: output -> error model kind ("additive", "proportional", "combined", "log_additive")
     error_models: dict[str, str] = field(default_factory=dict)
+    #: every model parameter at the fit's typical values: the estimates ``theta``, the values held fixed
+    #: and the model file's values for the rest (what simulating "the typical patient" of this fit needs)
+    typical_parameters: dict[str, float] = field(default_factory=dict)
 
     @property
     def aic(self) -> float:
@@ -121,7 +124,8 @@ class PopulationFit:
             "aic": self.aic, "bic": self.bic, "n_subjects": self.n_subjects, "n_observations": self.n_observations,
             "n_censored": self.n_censored, "success": self.success, "message": self.message,
             "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations, "run_time_s": self.run_time_s,
-            "theta": self.theta, "covariate_coefficients": self.covariate_coefficients,
+            "theta": self.theta, "typical_parameters": self.typical_parameters,
+            "covariate_coefficients": self.covariate_coefficients,
             "error_models": self.error_models,
             "omega": {"names": list(self.omega.index), "matrix": self.omega.to_numpy().tolist()},
             "omega_cv_percent": self.omega_cv_percent if len(self.omega) else {}, "sigma": self.sigma,
@@ -202,7 +206,17 @@ def assemble_fit(problem: Problem, method: str, x: np.ndarray, vals: np.ndarray,
         epsilon_shrinkage=_eps_shrinkage(preds), covariance=covariance, success=bool(success), message=message,
         n_iterations=n_iterations, n_evaluations=n_evaluations, run_time_s=run_time_s, x=x.copy(),
         x_names=problem.x_names, eta_conditional_covariances=tuple(_conditional_covariance(m) for m in modes),
-        error_models={o: e.kind for o, e in zip(problem.error_outputs, problem.error_models)})
+        error_models={o: e.kind for o, e in zip(problem.error_outputs, problem.error_models)},
+        typical_parameters=_typical_parameters(problem, theta))
+
+
+def _typical_parameters(problem: Problem, theta: np.ndarray) -> dict[str, float]:
+    """Model parameter name -> value: fixed and file values with the estimated typical values put in."""
+    names = list(problem.model.parameter_names)
+    values = np.array(problem.base_params, dtype=float)
+    for name, v in zip(problem.estimate, theta):
+        values[names.index(name)] = v
+    return dict(zip(names, map(float, values)))
 
 
 def natural_values(problem: Problem, x: np.ndarray) -> np.ndarray:

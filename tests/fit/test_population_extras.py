@@ -71,3 +71,27 @@ def test_power_covariate_on_clearance(oral, theoph):
     typical_i = cov.theta["CL"] * (wt / np.median(wt)) ** beta
     eta_cl = cov.etas["eta_CL"].to_numpy()
     np.testing.assert_allclose(cov.individual_params["CL"].to_numpy(), typical_i * np.exp(eta_cl), rtol=1e-10)
+
+
+def test_typical_parameters_carry_fixed_values_into_simulations(oral, theoph):
+    # V held at 30 L (not the model file's 31.9): analyses that simulate "the fit's typical patient" must use 30,
+    # not the file value; the Bateman closed form at the fit's typical values is the reference
+    from kinetics.analysis import cmax, dose_sweep
+    from functools import partial
+    from tests.references import bateman
+
+    fit = kinetics.fit_population(oral, theoph, estimate={"ka": 1.5, "CL": 2.7}, fixed={"V": 30.0},
+                                  random_effects={"ka": 0.5, "CL": 0.1}, error={"conc": "additive"}, covariance=None)
+    assert fit.typical_parameters["V"] == 30.0
+    assert fit.typical_parameters["ka"] == fit.theta["ka"] and fit.typical_parameters["CL"] == fit.theta["CL"]
+    assert fit.to_dict()["typical_parameters"]["V"] == 30.0
+    c2 = {"c2": partial(cmax, output="conc", until=2.0, step=2.0)}
+    # fit= is the same as the fit's typical values (V = 30 included) and omega given explicitly (same draws)
+    via_fit = dose_sweep(oral, {"depot": [320.0]}, outcomes=c2, fit=fit, n_patients=5, seed=3)
+    omega = {n: float(fit.omega.loc[n, n]) for n in fit.omega.index}
+    explicit = dose_sweep(oral, {"depot": [320.0]}, outcomes=c2, params=fit.typical_parameters, omega=omega,
+                          n_patients=5, seed=3)
+    np.testing.assert_array_equal(via_fit.values["c2"], explicit.values["c2"])
+    typical = dose_sweep(oral, {"depot": [320.0]}, outcomes=c2, params=fit.typical_parameters, n_patients=1)
+    ref = bateman(np.array([2.0]), 320.0, fit.theta["ka"], fit.theta["CL"], 30.0)[0]
+    assert typical.values["c2"].iloc[0] == pytest.approx(ref, rel=1e-6)

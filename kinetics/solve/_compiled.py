@@ -255,7 +255,7 @@ class CompiledModel:
         t_end = max(float(times[-1]) if times.size else t0, until, t0)
         sens = None if sdir is None else self._sensitivity_work(sdir, sensitivity_error_control)
         outputs = (np.empty((times.size, n * (1 + M))), np.empty((times.size, max(no, 1))),
-                   np.empty((times.size, max(no, 1), M)), np.zeros(8, dtype=np.int64), np.zeros(4))
+                   np.empty((times.size, max(no, 1), M)), np.zeros(8, dtype=np.int64), np.zeros(5))
         return (p, y0, sens, times, float(t0), t_end, *d, r, a, mcode, ms, ev_out, ev_level, ev_dir, ev_after,
                 *outputs)
 
@@ -273,6 +273,10 @@ class CompiledModel:
         self.kernels.simulate_kernel(*kargs)
         return kargs[-5:]  # type: ignore[return-value]
 
+    def _message(self, status: SolveStatus, fst: np.ndarray, max_steps: int) -> str:
+        """The status sentence of one solve from its kernel float results ``fst``."""
+        return status_message(status, fst, max_steps, self.model.time_unit, self.state_names)
+
     def _simulation(self, times: np.ndarray, Yout: np.ndarray, O: np.ndarray, ist: np.ndarray, fst: np.ndarray,
                     max_steps: int, method: str) -> Simulation:
         n = len(self.state_names)
@@ -280,7 +284,7 @@ class CompiledModel:
         outputs = {name: _ro(O[:, i].copy()) for i, name in enumerate(self.output_names)}
         return Simulation(
             times=_ro(times.copy()), states=_ro(Yout[:, :n].copy()), outputs=outputs, state_names=self.state_names,
-            status=status, message=status_message(status, float(fst[0]), max_steps, self.model.time_unit),
+            status=status, message=self._message(status, fst, max_steps),
             n_steps=int(ist[0]), n_rejected=int(ist[1]), n_rhs=int(ist[2]), n_jacobians=int(ist[3]),
             stiff_from=float(fst[1]), method=method,
         )
@@ -412,7 +416,7 @@ class CompiledModel:
                                       event)
         status = SolveStatus(int(ist[5]))
         return Crossing(output=output, level=float(level), time=float(fst[2]), found=bool(ist[7]), status=status,
-                        message=status_message(status, float(fst[0]), max_steps, self.model.time_unit))
+                        message=self._message(status, fst, max_steps))
 
     def simulate_batch(self, times: Sequence[float] | np.ndarray,
                        params: np.ndarray | Mapping[str, np.ndarray | float] | None = None,
@@ -445,10 +449,10 @@ class CompiledModel:
         Yout, O, ist, fst = self._run_batch(P, T, t0, t_end, doses, rtol, atol, method, max_steps, None)
         status = ist[:, 5].copy()
         ms = max_steps
-        ok_msg = status_message(SolveStatus.SUCCESS, 0.0, ms, self.model.time_unit)
+        ok_msg = self._message(SolveStatus.SUCCESS, fst[0], ms)
         msgs = [ok_msg] * ns
         for i in np.flatnonzero(status):
-            msgs[i] = status_message(SolveStatus(int(status[i])), float(fst[i, 0]), ms, self.model.time_unit)
+            msgs[i] = self._message(SolveStatus(int(status[i])), fst[i], ms)
         shown = T[0].copy() if np.ndim(times) <= 1 else T.copy()
         return BatchSimulation(times=_ro(shown), states=_ro(Yout), outputs=_ro(O[:, :, :len(self.output_names)]),
                                output_names=self.output_names, state_names=self.state_names, status=_ro(status),
@@ -484,7 +488,7 @@ class CompiledModel:
         _, _, ist, fst = self._run_batch(P, np.zeros((1, 0)), t0, np.full(ns, float(until)), doses, rtol, atol,
                                          method, max_steps, event)
         status = ist[:, 5].copy()
-        msgs = tuple(status_message(SolveStatus(int(c)), float(fst[i, 0]), max_steps, self.model.time_unit)
+        msgs = tuple(self._message(SolveStatus(int(c)), fst[i], max_steps)
                      for i, c in enumerate(status))
         return BatchCrossing(output=output, level=_ro(lv), time=_ro(fst[:, 2].copy()), found=_ro(ist[:, 7] == 1),
                              status=_ro(status), messages=msgs)
@@ -515,7 +519,7 @@ class CompiledModel:
         O = np.empty((ns, nt, max(no, 1)))
         dO = np.empty((ns, nt, max(no, 1), 0))
         ist = np.zeros((ns, 8), dtype=np.int64)
-        fst = np.zeros((ns, 4))
+        fst = np.zeros((ns, 5))
         ev_out, ev_level, ev_dir, ev_after = event if event is not None else (-1, np.zeros(ns), 0, np.zeros(ns))
         self.kernels.simulate_batch_kernel(P, T, float(t0), t_end, *dose_table, r, a, mcode, ms, ev_out, ev_level,
                                            ev_dir, ev_after, Yout, O, dO, ist, fst)
@@ -599,8 +603,7 @@ class RepeatedSolver:
         self._kernel(*a)
         ist, fst = a[-2], a[-1]
         status = SolveStatus(int(ist[5]))
-        msg = "" if status is SolveStatus.SUCCESS else status_message(status, float(fst[0]), self._max_steps,
-                                                                         self.model.model.time_unit)
+        msg = "" if status is SolveStatus.SUCCESS else self.model._message(status, fst, self._max_steps)
         out = a[-4][:, :self._n_out].copy()
         d_out = a[-3][:, :self._n_out, :].copy() if sens is not None else None
         return out, d_out, msg
@@ -625,7 +628,7 @@ class RepeatedBatchSolver:
         self._out = np.empty((n_sets, times.size, max(no, 1)))
         self._dout = np.empty((n_sets, times.size, max(no, 1), 0))
         self._ist = np.zeros((n_sets, 8), dtype=np.int64)
-        self._fst = np.zeros((n_sets, 4))
+        self._fst = np.zeros((n_sets, 5))
         self._grid = np.ascontiguousarray(times[None, :])
         self._t_end = np.full(n_sets, max(float(times[-1]) if times.size else t0, t0))
         self._no_event = np.zeros(n_sets)
@@ -645,7 +648,7 @@ class RepeatedBatchSolver:
 
     def message(self, i: int) -> str:
         status = SolveStatus(int(self._ist[i, 5]))
-        return status_message(status, float(self._fst[i, 0]), self._tol[3], self.model.model.time_unit)
+        return self.model._message(status, self._fst[i], self._tol[3])
 
 
 @dataclass(frozen=True)

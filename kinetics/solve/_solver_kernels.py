@@ -32,8 +32,9 @@ parameter ``sdir[k]`` if ``sdir[k] < np``, else the initial value of state
 (0 = bolus, > 0 = zero-order infusion), ``dose_tgt[nd]`` (dose-target index),
 ``dose_state[nd]`` (state index). Counters ``ist[8]``: accepted steps, rejected
 steps, rhs evaluations, Jacobians, LU factorisations, status, method in use at the
-end, event found (0/1). Floats ``fst[4]``: time of failure, time of the hand-over
-to the stiff method (nan if none), event time (nan if none), last step size.
+end, event found (0/1). Floats ``fst[5]``: time of failure, time of the hand-over
+to the stiff method (nan if none), event time (nan if none), last step size, index of the
+non-negative state whose rate was negative at 0 (STATUS_NEGATIVE_RATE; else -1).
 """
 
 import math
@@ -48,6 +49,7 @@ STATUS_MAX_STEPS = 1
 STATUS_STEP_UNDERFLOW = 2
 STATUS_NONFINITE = 3
 STATUS_SINGULAR = 4
+STATUS_NEGATIVE_RATE = 5
 
 METHOD_AUTO = 0
 METHOD_DOPRI5 = 1
@@ -297,21 +299,22 @@ def keep_nonnegative(Y, atol, sens):
     """Hold the states declared non-negative (NONNEGATIVE, from the model) at or above 0.
 
     A value in [-atol, 0) is within the step's accepted error and is set to 0 (with its
-    sensitivities: the bound is active); below -atol the step must be redone smaller: returns False.
-    Without this, a cell count decaying below atol can turn negative and a term such as growth x count
-    then drives it away from 0 (the solution blows up: cd19_sle at ~day 800 for some patients).
+    sensitivities: the bound is active); below -atol the step must be redone smaller: returns the index
+    of that state (else -1). Without this, a cell count decaying below atol can turn negative and a term
+    such as growth x count then drives it away from 0 (the solution blows up: cd19_sle at ~day 800 for
+    some patients).
     """
     n = atol.shape[0]
     for q in range(NONNEGATIVE.shape[0]):
         i = NONNEGATIVE[q]
         if Y[i] < 0.0:
             if Y[i] < -atol[i]:
-                return False
+                return i
             Y[i] = 0.0
             if sens is not None:
                 for b in range(1, Y.shape[0] // n):
                     Y[b * n + i] = 0.0
-    return True
+    return -1
 
 
 @njit(error_model='numpy', no_cpython_wrapper=True)
@@ -617,9 +620,18 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             reject = True
             continue
         fail_status = STATUS_SUCCESS
-        if err <= 1.0 and not keep_nonnegative(ynew, atol, sens):
+        below = keep_nonnegative(ynew, atol, sens) if err <= 1.0 else -1
+        if below >= 0:
             # a state declared non-negative fell below -atol: rejected like a failed error test, with a
-            # smaller step (CVODE's inequality constraints)
+            # smaller step (CVODE's inequality constraints) -- unless it starts the step at 0 with a negative
+            # rate, which no step size cures: the equations contradict the declaration
+            if Y[below] == 0.0:
+                sys_rhs_call(t, tc, Y, p, rate, K, sens)
+                if K[0, below] < 0.0:
+                    ist[5] = STATUS_NEGATIVE_RATE
+                    fst[0] = t
+                    fst[4] = below
+                    return io, h
             ist[1] += 1
             h = 0.5 * hs
             reject = True
@@ -823,6 +835,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     fst[0] = math.nan
     fst[1] = math.nan
     fst[2] = math.nan
+    fst[4] = -1.0
     if method == METHOD_AUTO:
         ist[6] = METHOD_DOPRI5
         fst[3] = -1.0

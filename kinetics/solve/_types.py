@@ -12,6 +12,8 @@ import numpy as np
 from kinetics.errors import DoseError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
     import pandas as pd
 
 __all__ = ["Dose", "SolveStatus", "Simulation", "BatchSimulation", "BatchCrossing", "Sensitivities", "Crossing",
@@ -29,11 +31,15 @@ class SolveStatus(enum.IntEnum):
     STEP_UNDERFLOW = 2
     NONFINITE = 3
     SINGULAR = 4
+    NEGATIVE_RATE = 5
 
 
-def status_message(status: SolveStatus, t_fail: float, max_steps: int, time_unit: str) -> str:
-    """A sentence saying what happened and, on failure, what to try."""
+def status_message(status: SolveStatus, fst: np.ndarray, max_steps: int, time_unit: str,
+                   state_names: Sequence[str]) -> str:
+    """A sentence saying what happened and, on failure, what to try (``fst``: the kernel's float results of
+    the solve, time of failure first)."""
     unit = f" {time_unit}" if time_unit else ""
+    t_fail = float(fst[0])
     if status is SolveStatus.SUCCESS:
         return "success"
     if status is SolveStatus.MAX_STEPS:
@@ -45,6 +51,11 @@ def status_message(status: SolveStatus, t_fail: float, max_steps: int, time_unit
     if status is SolveStatus.NONFINITE:
         return (f"non-finite state (nan or inf) at t={t_fail:.6g}{unit}: the right-hand side is undefined "
                 "or the solution blows up (check parameter values, e.g. a log or division of a state that reached 0)")
+    if status is SolveStatus.NEGATIVE_RATE:
+        name = state_names[int(fst[4])]
+        return (f"state '{name}' is declared non-negative but its rate is negative at {name} = 0 "
+                f"(t={t_fail:.6g}{unit}): the equations take it below 0, so the declaration is wrong for "
+                "these parameter values (remove nonnegative = true, or check the equations)")
     return (f"singular or non-finite iteration matrix I/(h*gamma) - J at t={t_fail:.6g}{unit}: the Jacobian is "
             "undefined there (e.g. sqrt or log of a state that reached 0)")
 

@@ -39,9 +39,29 @@ def test_cell_counts_decaying_below_atol_stay_non_negative():
 
 
 def test_equations_that_drive_a_non_negative_state_below_zero_fail_loudly():
-    # x' = -1 crosses 0 at t = 1: declaring x non-negative is wrong, and the solve must say it failed rather
-    # than return clipped values as a success
+    # x' = -1 crosses 0 at t = 1: declaring x non-negative is wrong, and the solve must say so rather than
+    # return clipped values as a success or spin in ever smaller steps until max_steps
     m = compile_model(build_model("ramp", {}, {"x": 1.0}, {"x": "-1"}, outputs={"x_obs": "x"}, nonnegative=True))
-    sim = m.simulate([0.5, 2.0], max_steps=5000)
-    assert not sim.success
-    assert sim.outputs["x_obs"][0] == pytest.approx(0.5, rel=1e-12) and np.isnan(sim.outputs["x_obs"][1])
+    for method in ("dopri5", "rodas5p"):
+        sim = m.simulate([0.5, 2.0], method=method)
+        assert sim.status is kinetics.SolveStatus.NEGATIVE_RATE, (method, sim.message)
+        assert "'x' is declared non-negative" in sim.message
+        assert float(sim.message.split("t=")[1].split(")")[0]) == pytest.approx(1.0, abs=1e-5)  # x reaches 0 at t = 1
+        assert sim.outputs["x_obs"][0] == pytest.approx(0.5, rel=1e-12) and np.isnan(sim.outputs["x_obs"][1])
+    batch = m.simulate_batch([0.5, 2.0], params=np.zeros((2, 0)))
+    assert list(batch.status) == [kinetics.SolveStatus.NEGATIVE_RATE] * 2 and "'x'" in batch.messages[1]
+
+
+def test_stein_memory_compartment_may_go_negative_when_persistence_outpaces_contraction():
+    # Stein 2019's closed form: E + M = Cmax ((1 - FB) exp(-alpha s) + FB exp(-beta s)), s = t - Tmax; with
+    # beta > alpha, M = FB Cmax (exp(-beta s) - exp(-alpha s)) < 0, so M must not be declared non-negative
+    stein = kinetics.load_model("stein2019")
+    p = dict(stein.defaults, alpha=0.02, beta=0.05)
+    t = np.array([5.0, 30.0, 200.0])
+    sim = stein.simulate(t, p, rtol=1e-10, atol=1e-12)
+    assert sim.success, sim.message
+    s = np.maximum(t - p["Tmax"], 0.0)
+    expected = np.where(t < p["Tmax"], p["Cmax"] / p["foldx"] * p["foldx"] ** (t / p["Tmax"]),
+                        p["Cmax"] * ((1 - p["FB"]) * np.exp(-p["alpha"] * s) + p["FB"] * np.exp(-p["beta"] * s)))
+    np.testing.assert_allclose(sim.outputs["car_qpcr"], expected, rtol=1e-7)
+    assert sim.states[-1, stein.state_names.index("M")] < 0

@@ -819,16 +819,33 @@ def sens_bolus(Y, amount, state, target, sens):
             Y[N_STATES * (1 + k) + state] += amount * sv[SV_SCALE + target * N_PARAMS + kk]
 
 
-@njit(cache=True, error_model='numpy')
+#: Scratch space of initial_vector and outputs_from_states (one after the other, so shared).
+SCRATCH_LENGTH = max((max(N_DOSE_TARGETS, 1) + max(N_SWITCHES, 1) + N_STATES) * N_PARAMS,
+                     N_STATES + max(N_OUTPUTS, 1) * (1 + N_STATES + N_PARAMS))
+
+
+def work_lengths(n_components, n_doses):
+    """Lengths (float, int) of simulate_kernel's work arrays for an integrated vector of ``n_components``
+    (N_STATES x (1 + sensitivity directions)) and ``n_doses`` doses. Plain Python, for the callers."""
+    n = N_STATES
+    floats = ((15 + RS) * n_components + 2 * n * n + max(N_OUTPUTS, 1) + 1 + max(N_DOSE_TARGETS, 1)
+              + max(N_SWITCHES, 1) + 2 + N_SWITCHES + 2 * n_doses + 2 * n + SCRATCH_LENGTH)
+    return floats, n
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
 def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state,
-                    rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist, fst):
+                    rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, work, iwork, Yout, O, dO,
+                    ist, fst):
     """Initial vector, solve from t0 to t_end, outputs: Yout[i] = Y(times[i]), O[i] = outputs.
 
     Values are right-continuous at doses; rows from a failure on are nan.
     ``y0_override[i]`` replaces the model's initial value of state i unless nan.
     ``sens`` is None or the sensitivity work tuple (see "the integrated system"
     above); then dO[i, o, k] = d output_o / d theta_k. ist/fst: see the module
-    docstring; ``method`` METHOD_AUTO starts with DOPRI5 and may hand over.
+    docstring; ``method`` METHOD_AUTO starts with DOPRI5 and may hand over. ``work`` and ``iwork`` are
+    scratch arrays of at least :func:`work_lengths` (the caller allocates them: nothing here allocates or
+    counts references, so threads of a batch share no counters).
     One function rather than several: every extra level of numba calls re-optimises
     the whole inlined solver in LLVM, about 1 s of compile time each.
     """
@@ -837,14 +854,70 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     Yout[:, :] = math.nan
     O[:, :] = math.nan
     dO[:, :, :] = math.nan
-    Y = np.zeros(L)
-    initial_vector(p, sens, Y)
+    # scratch arrays, carved from work (views; work's layout is work_lengths')
+    no = max(N_OUTPUTS, 1)
+    o = 0
+    Y = work[o:o + L]
+    o += L
+    K = work[o:o + 7 * L].reshape((7, L))
+    o += 7 * L
+    Kr = work[o:o + RS * L].reshape((RS, L))
+    o += RS * L
+    ew = work[o:o + L].reshape((1, L))  # DP5 error estimate
+    o += L
+    ynew = work[o:o + L]
+    o += L
+    u = work[o:o + L]
+    o += L
+    f0 = work[o:o + L].reshape((1, L))  # right-hand sides for the initial step size and the switch jumps
+    o += L
+    f1 = work[o:o + L].reshape((1, L))
+    o += L
+    dT = work[o:o + L].reshape((1, L))
+    o += L
+    ybuf = work[o:o + L]
+    o += L
+    jw = work[o:o + n * n].reshape((n, n))
+    o += n * n
+    wmat = work[o:o + n * n].reshape((n, n))
+    o += n * n
+    obuf = work[o:o + no]
+    o += no
+    ev_g = work[o:o + 1]
+    o += 1
+    scale = work[o:o + max(N_DOSE_TARGETS, 1)]
+    o += max(N_DOSE_TARGETS, 1)
+    sw = work[o:o + max(N_SWITCHES, 1)]
+    o += max(N_SWITCHES, 1)
+    nd = dose_time.shape[0]
+    bp = work[o:o + 2 + N_SWITCHES + 2 * nd]
+    o += 2 + N_SWITCHES + 2 * nd
+    n_inf = 0
+    for d in range(nd):
+        if dose_dur[d] > 0.0:
+            n_inf += 1
+    nr = n if n_inf > 0 else 0
+    rate = work[o:o + nr]
+    o += n
+    rate_prev = work[o:o + nr]
+    o += n
+    if o + SCRATCH_LENGTH > work.shape[0] or iwork.shape[0] < n:
+        raise ValueError("simulate_kernel: work arrays shorter than work_lengths()")
+    scratch = work[o:]
+    piv = iwork[:n]
+    for i in range(L):
+        Y[i] = 0.0
+        dT[0, i] = 0.0
+    for i in range(nr):
+        rate[i] = 0.0
+        rate_prev[i] = 0.0
+    ev_g[0] = math.nan
+    initial_vector(p, sens, Y, scratch)
     for i in range(n):
         if not math.isnan(y0_override[i]):
             Y[i] = y0_override[i]
             zero_parameter_sensitivity(Y, i, sens)
     nt = times.shape[0]
-    nd = dose_time.shape[0]
     for i in range(8):
         ist[i] = 0
     fst[0] = math.nan
@@ -857,31 +930,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     else:
         ist[6] = method
         fst[3] = 1.0
-    # work arrays
-    K = np.empty((7, L))
-    Kr = np.empty((RS, L))
-    ew = np.empty((1, L))  # DP5 error estimate
-    ynew = np.empty(L)
-    u = np.empty(L)
-    f0 = np.empty((1, L))  # right-hand sides for the initial step size and the switch jumps
-    f1 = np.empty((1, L))
-    dT = np.zeros((1, L))
-    jw = np.empty((n, n))
-    wmat = np.empty((n, n))
-    piv = np.empty(n, dtype=np.int64)
-    ybuf = np.empty(L)
-    obuf = np.empty(max(N_OUTPUTS, 1))
-    n_inf = 0
-    for d in range(dose_time.shape[0]):
-        if dose_dur[d] > 0.0:
-            n_inf += 1
-    rate = np.zeros(n if n_inf > 0 else 0)
-    rate_prev = np.zeros(n if n_inf > 0 else 0)
-    ev_g = np.empty(1)
-    ev_g[0] = math.nan
-    scale = np.empty(max(N_DOSE_TARGETS, 1))
     m_dose_scale(p, scale)
-    sw = np.empty(max(N_SWITCHES, 1))
     m_switch(p, sw)
     for i in range(L):
         if not math.isfinite(Y[i]):
@@ -889,7 +938,6 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
             fst[0] = t0
             return
     # breakpoints: t0, t_end, switches, dose starts, infusion ends
-    bp = np.empty(2 + N_SWITCHES + 2 * nd)
     nb = 0
     bp[nb] = t0
     nb += 1
@@ -958,29 +1006,30 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     nvalid = 0
     while nvalid < times.shape[0] and not math.isnan(Yout[nvalid, 0]):
         nvalid += 1
-    outputs_from_states(times, Yout, p, sens, O, dO, nvalid)
+    outputs_from_states(times, Yout, p, sens, O, dO, nvalid, scratch)
 
 
-@njit(error_model='numpy', no_cpython_wrapper=True)
-def initial_vector(p, sens, Y0):
-    """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k; dose-scale and switch derivatives."""
+@hot_njit
+def initial_vector(p, sens, Y0, scratch):
+    """Y0[:n] = initial states; sensitivity blocks = d y0 / d theta_k; dose-scale and switch derivatives.
+    ``scratch``: work space (work_lengths)."""
     n = N_STATES
     m_init(p, Y0)
     if sens is not None:
         si, sv = sens
         nd = max(N_DOSE_TARGETS, 1)
         ns = max(N_SWITCHES, 1)
-        tmp = np.empty((nd, N_PARAMS))
+        tmp = scratch[:nd * N_PARAMS].reshape((nd, N_PARAMS))
         m_dose_scale_dp(p, tmp)
         for i in range(nd):
             for k in range(N_PARAMS):
                 sv[SV_SCALE + i * N_PARAMS + k] = tmp[i, k]
-        tmp = np.empty((ns, N_PARAMS))
+        tmp = scratch[nd * N_PARAMS:(nd + ns) * N_PARAMS].reshape((ns, N_PARAMS))
         m_switch_dp(p, tmp)
         for i in range(ns):
             for k in range(N_PARAMS):
                 sv[SV_SW + i * N_PARAMS + k] = tmp[i, k]
-        idp = np.empty((n, N_PARAMS))
+        idp = scratch[(nd + ns) * N_PARAMS:(nd + ns + n) * N_PARAMS].reshape((n, N_PARAMS))
         m_init_dp(p, idp)
         for k in range(si.shape[0] - SI_DIR):
             off = n * (1 + k)
@@ -992,14 +1041,16 @@ def initial_vector(p, sens, Y0):
                     Y0[off + i] = 1.0 if (kk - N_PARAMS) == i else 0.0
 
 
-@njit(error_model='numpy', no_cpython_wrapper=True)
-def outputs_from_states(times, Yout, p, sens, O, dO, nvalid):
-    """O[i, :] = outputs at times[i]; dO[i, o, k] = d output_o / d theta_k (if sdir non-empty)."""
+@hot_njit
+def outputs_from_states(times, Yout, p, sens, O, dO, nvalid, scratch):
+    """O[i, :] = outputs at times[i]; dO[i, o, k] = d output_o / d theta_k (if sdir non-empty).
+    ``scratch``: work space (work_lengths)."""
     n = N_STATES
-    yrow = np.empty(n)
-    orow = np.empty(max(N_OUTPUTS, 1))
-    ody = np.empty((max(N_OUTPUTS, 1), n))
-    odp = np.empty((max(N_OUTPUTS, 1), N_PARAMS))
+    no = max(N_OUTPUTS, 1)
+    yrow = scratch[:n]
+    orow = scratch[n:n + no]
+    ody = scratch[n + no:n + no + no * n].reshape((no, n))
+    odp = scratch[n + no + no * n:n + no + no * n + no * N_PARAMS].reshape((no, N_PARAMS))
     for i in range(nvalid):
         for j in range(n):  # private copies, no views of the (possibly shared) output arrays
             yrow[j] = Yout[i, j]
@@ -1033,20 +1084,24 @@ def zero_parameter_sensitivity(Y0, i, sens):
                 Y0[N_STATES * (1 + k) + i] = 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, _nrt=False)
 def simulate_batch_kernel(P, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, n_doses,
-                          rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, Yout, O, dO, ist, fst):
+                          rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, work, iwork, y0keep,
+                          Yout, O, dO, ist, fst):
     """simulate_kernel over rows of P (n_sets, np); dose arrays are (n_sets, max_doses) with n_doses[s] used.
 
     ``times`` is (1, n_times), one grid for every set, or (n_sets, n_times), a grid per set; ``t_end``,
     ``ev_level`` and ``ev_after`` are (n_sets,): each set's end time and event level and start.
+    ``work`` (n_chunks, work_lengths[0]) and ``iwork`` (n_chunks, work_lengths[1]): the sets are solved in
+    n_chunks contiguous runs, each with its own work row. ``y0keep``: N_STATES nans (no overrides).
     """
     nsets = P.shape[0]
+    nch = work.shape[0]
     grid_stride = 0 if times.shape[0] == 1 else 1   # row s * stride of times; 0: one shared grid
-    y0keep = np.empty(N_STATES)
-    y0keep[:] = math.nan
-    for s in prange(nsets):
-        nd = n_doses[s]
-        simulate_kernel(P[s], y0keep, None, times[s * grid_stride], t0, t_end[s], dose_time[s, :nd], dose_amt[s, :nd],
-                        dose_dur[s, :nd], dose_tgt[s, :nd], dose_state[s, :nd], rtol, atol, method, max_steps,
-                        ev_out, ev_level[s], ev_dir, ev_after[s], Yout[s], O[s], dO[s], ist[s], fst[s])
+    for c in prange(nch):
+        for s in range(c * nsets // nch, (c + 1) * nsets // nch):
+            nd = n_doses[s]
+            simulate_kernel(P[s], y0keep, None, times[s * grid_stride], t0, t_end[s], dose_time[s, :nd],
+                            dose_amt[s, :nd], dose_dur[s, :nd], dose_tgt[s, :nd], dose_state[s, :nd], rtol, atol,
+                            method, max_steps, ev_out, ev_level[s], ev_dir, ev_after[s], work[c], iwork[c], Yout[s],
+                            O[s], dO[s], ist[s], fst[s])

@@ -9,11 +9,6 @@ Quick start
 (3,)
 """
 
-from kinetics.analysis import BCellRecovery, b_cell_recovery_time
-from kinetics.analysis import NCAResult, nca, nca_table
-from kinetics.analysis import (OUTCOMES, MorrisResult, SobolResult, elasticities, morris_screening,
-                               outcome_elasticities, sobol_indices, tornado)
-from kinetics.data import Dataset, read_dataset
 from kinetics.errors import (
     DatasetError,
     DoseError,
@@ -24,9 +19,6 @@ from kinetics.errors import (
     ModelFileError,
     SolverInputError,
 )
-from kinetics.fit import PopulationFit, evaluate_objective, fit_population
-from kinetics.fit import IndividualFits, fit_individual, read_fit_spec, run_fit_spec
-from kinetics.fit import NPDEResult, VPCData, npde, npde_tests, vpc_data
 from kinetics.model import Model, Parameter, build_model, library_names, read_model_file
 from kinetics.solve import (
     METHODS,
@@ -43,6 +35,33 @@ from kinetics.solve import (
 )
 
 __version__ = "0.1.0"
+
+# The analysis, data and fitting layers (pandas, scipy.stats, lmfit: ~0.7 s of imports) load on first use,
+# so that a process that only simulates starts fast (issue 2: cached model, first solve in < 1 s).
+_LAZY = {
+    "kinetics.analysis": ("BCellRecovery", "b_cell_recovery_time", "NCAResult", "nca", "nca_table", "OUTCOMES",
+                          "MorrisResult", "SobolResult", "elasticities", "morris_screening", "outcome_elasticities",
+                          "sobol_indices", "tornado"),
+    "kinetics.data": ("Dataset", "read_dataset"),
+    "kinetics.fit": ("PopulationFit", "evaluate_objective", "fit_population", "IndividualFits", "fit_individual",
+                     "read_fit_spec", "run_fit_spec", "NPDEResult", "VPCData", "npde", "npde_tests", "vpc_data"),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kinetics' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))
 
 __all__ = [
     "BCellRecovery", "Dataset", "DatasetError", "FitSpecError", "PopulationFit", "b_cell_recovery_time",

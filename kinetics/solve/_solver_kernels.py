@@ -833,7 +833,7 @@ def work_lengths(n_components, n_doses):
     return floats, n
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False, no_cfunc_wrapper=True)
 def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state,
                     rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, work, iwork, Yout, O, dO,
                     ist, fst):
@@ -1084,7 +1084,7 @@ def zero_parameter_sensitivity(Y0, i, sens):
                 Y0[N_STATES * (1 + k) + i] = 0.0
 
 
-@njit(cache=True, parallel=True, _nrt=False)
+@njit(cache=True, parallel=True, _nrt=False, no_cfunc_wrapper=True)
 def simulate_batch_kernel(P, times, t0, t_end, dose_time, dose_amt, dose_dur, dose_tgt, dose_state, n_doses,
                           rtol, atol, method, max_steps, ev_out, ev_level, ev_dir, ev_after, work, iwork, y0keep,
                           Yout, O, dO, ist, fst):

@@ -67,7 +67,7 @@ class CompiledModel:
     """
 
     model: Model
-    _cache: dict[str, object] = field(default_factory=dict, repr=False)
+    _cache: dict[object, object] = field(default_factory=dict, repr=False)
 
     # -- names and defaults ---------------------------------------------------
     @property
@@ -162,6 +162,10 @@ class CompiledModel:
 
     def _times(self, times: Sequence[float] | np.ndarray, t0: float) -> np.ndarray:
         t = np.atleast_1d(np.asarray(times, dtype=float))
+        # fast path: finite ends, t[0] >= t0 and non-decreasing steps (a nan anywhere fails a comparison)
+        if (t.ndim == 1 and t.size and t[0] >= t0 and math.isfinite(t[-1])
+                and (t.size == 1 or bool((np.diff(t) >= 0).all()))):
+            return t
         if t.ndim != 1:
             raise SolverInputError(f"times must be one-dimensional, got shape {t.shape}")
         if not np.isfinite(t).all():
@@ -194,6 +198,22 @@ class CompiledModel:
 
     def _tolerances(self, rtol: float, atol: float | Sequence[float], max_steps: int,
                     method: str) -> tuple[float, np.ndarray, int, int]:
+        key = None
+        if type(atol) in (int, float) and type(rtol) in (int, float) and type(max_steps) is int:
+            key = ("tolerances", type(rtol), rtol, type(atol), atol, max_steps, method)
+            known = self._cache.get(key)
+            if known is not None:
+                return known  # type: ignore[return-value]
+        checked = self._check_tolerances(rtol, atol, max_steps, method)
+        if key is not None:
+            if len(self._cache) > 256:   # many different tolerances: forget them
+                for k in [k for k in self._cache if isinstance(k, tuple) and k[0] == "tolerances"]:
+                    del self._cache[k]
+            self._cache[key] = checked
+        return checked
+
+    def _check_tolerances(self, rtol: float, atol: float | Sequence[float], max_steps: int,
+                          method: str) -> tuple[float, np.ndarray, int, int]:
         if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol > 0):
             raise SolverInputError(f"rtol must be a positive finite number, got {rtol!r}")
         n = self._lookup.n_states
@@ -209,9 +229,12 @@ class CompiledModel:
         return float(rtol), a, int(max_steps), METHODS[method]
 
     def _initial_override(self, initial_states: Mapping[str, float] | None) -> np.ndarray:
-        y0 = np.full(self._lookup.n_states, np.nan)
         if not initial_states:
-            return y0
+            none = self._cache.get("no_override")   # all nan; the kernel only reads it
+            if none is None:
+                none = self._cache["no_override"] = np.full(self._lookup.n_states, np.nan)
+            return none  # type: ignore[return-value]
+        y0 = np.full(self._lookup.n_states, np.nan)
         for k, v in (initial_states or {}).items():
             if k not in self.state_names:
                 raise SolverInputError(f"unknown state '{k}' in initial_states{did_you_mean(k, self.state_names)}")
@@ -262,7 +285,11 @@ class CompiledModel:
 
     def _work(self, n_components: int, n_doses: int, n_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's scratch arrays (float, int) for one solve, or ``n_rows`` rows of them for a batch."""
-        nf, ni = self.kernels.work_lengths(n_components, n_doses)
+        key = ("work", n_components, n_doses)
+        lengths = self._cache.get(key)
+        if lengths is None:
+            lengths = self._cache[key] = self.kernels.work_lengths(n_components, n_doses)
+        nf, ni = lengths  # type: ignore[misc]
         shape = () if n_rows is None else (n_rows,)
         return np.empty((*shape, nf)), np.empty((*shape, ni), dtype=np.int64)
 
@@ -296,9 +323,11 @@ class CompiledModel:
                     max_steps: int, method: str) -> Simulation:
         n = len(self.state_names)
         status = SolveStatus(int(ist[5]))
-        outputs = {name: _ro(O[:, i].copy()) for i, name in enumerate(self.output_names)}
+        by_output = _ro(O[:, :len(self.output_names)].T.copy())   # rows: contiguous per output, read-only views
+        outputs = {name: by_output[i] for i, name in enumerate(self.output_names)}
+        states = Yout if Yout.shape[1] == n else Yout[:, :n].copy()    # fresh from this solve: no copy needed
         return Simulation(
-            times=_ro(times.copy()), states=_ro(Yout[:, :n].copy()), outputs=outputs, state_names=self.state_names,
+            times=_ro(times.copy()), states=_ro(states), outputs=outputs, state_names=self.state_names,
             status=status, message=self._message(status, fst, max_steps),
             n_steps=int(ist[0]), n_rejected=int(ist[1]), n_rhs=int(ist[2]), n_jacobians=int(ist[3]),
             stiff_from=float(fst[1]), method=method,

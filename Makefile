@@ -32,8 +32,6 @@ bench: $(STAMP)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e .
 	bash benchmarks/install_peers.sh $(BENCH_VENV)/bin/python
 	$(BENCH_VENV)/bin/python -m benchmarks.run --out benchmarks/RESULTS.md
-	printf '\n## Compile time (10-state model `benchmarks/models/cart10.toml`, fresh processes)\n\n' >> benchmarks/RESULTS.md
-	$(BENCH_VENV)/bin/python -m benchmarks.compile_time >> benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) out build *.egg-info

@@ -59,7 +59,7 @@ import scipy
 from numba import njit
 
 import kinetics
-from benchmarks import peers
+from benchmarks import compile_time, peers
 
 FloatArray = peers.FloatArray
 ROOT = Path(__file__).resolve().parents[1]
@@ -659,6 +659,19 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[Variant
 # Main
 # --------------------------------------------------------------------------
 
+#: Sections of RESULTS.md written by other benchmark scripts (fit_speed, population_scale): kept as they are.
+KEPT_FROM = "## Estimation speed"
+
+
+def kept_sections(path: Path) -> str:
+    """The part of an existing report from :data:`KEPT_FROM` on ("" if none), to append after a rewrite."""
+    if not path.is_file():
+        return ""
+    old = path.read_text()
+    at = old.find(KEPT_FROM)
+    return "" if at < 0 else "\n" + old[at:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the report; see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -671,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=10_000, help="parameter sets per batch (0: skip batches)")
     ap.add_argument("--batch-reps", type=int, default=None, help="timed batch runs (default 3, --quick 1)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the batch draws")
+    ap.add_argument("--no-compile-time", action="store_true", help="skip the compile-time section")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (0.4 if args.quick else 1.5)
     rounds = args.rounds if args.rounds is not None else (4 if args.quick else 15)
@@ -727,8 +741,11 @@ def main(argv: list[str] | None = None) -> int:
         "load average (1 min) at start / end": f"{load0[0]:.2f} / {load1[0]:.2f}",
     }
     text = render(info, settings, results, missing, time.perf_counter() - _T0)
+    if not args.no_compile_time:
+        log("compile time: fresh processes with an empty and a filled cache")
+        text = text.rstrip("\n") + "\n\n" + compile_time.section()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    args.out.write_text(text + kept_sections(args.out))
     print()
     print(text)
     log(f"wrote {args.out}")

@@ -662,12 +662,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                     for i in range(L):
                         Yout[io, i] = ynew[i]
                 else:
-                    theta = (times[io] - t) / hs
-                    # via a private buffer: a view Yout[io] would touch the reference count that
-                    # all threads of a batch share (Yout is a slice of the batch's array)
-                    dense_eval(method, theta, hs, Y, ynew, K, Kr, ybuf)
-                    for i in range(L):
-                        Yout[io, i] = ybuf[i]
+                    # straight into the output row (a view: free, nothing here counts references)
+                    dense_eval(method, (times[io] - t) / hs, hs, Y, ynew, K, Kr, Yout[io])
                 io += 1
             # event detection
             if ev_out >= 0 and tn > ev_after:

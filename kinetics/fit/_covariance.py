@@ -5,7 +5,10 @@ estimation parameters ``x``; ``S`` is the cross-product of the per-subject score
 ``s_i = -1/2 d OFV_i / dx``. Covariance: ``"r"`` = R^-1, ``"s"`` = S^-1, ``"sandwich"`` = R^-1 S R^-1
 (NONMEM's default, nlmixr2's ``r,s``); ``"linearised"`` = the inverse Fisher information of the
 model linearised at the conditional modes (Monolix's linearization; robust where the objective has
-kinks, see :mod:`kinetics.fit._linearised`). A matrix that is not positive definite is reported as
+kinks, see :mod:`kinetics.fit._linearised`); ``"stochastic"`` = the inverse observed information by
+Louis' principle, estimated from MH samples of the individual parameters with the exact (M3)
+likelihood and no linearisation (Monolix's stochastic approximation; see
+:mod:`kinetics.fit._stochastic_information`). A matrix that is not positive definite is reported as
 such and no standard errors are computed from it: nothing is "corrected".
 """
 
@@ -15,9 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kinetics.fit._saem import SaemOptions
+
 __all__ = ["CovarianceResult", "covariance_step", "COVARIANCE_KINDS"]
 
-COVARIANCE_KINDS = ("sandwich", "r", "s", "linearised")
+COVARIANCE_KINDS = ("sandwich", "r", "s", "linearised", "stochastic")
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,8 @@ class CovarianceResult:
 
     kind: str
     matrix: np.ndarray | None       # covariance of x; None when the matrix it needs is not positive definite
-    r: np.ndarray                   # R (observed information), or the linearised Fisher information
-    s: np.ndarray | None            # S (score cross-product); None for "linearised"
+    r: np.ndarray                   # R (observed information), or the linearised / stochastic information
+    s: np.ndarray | None            # S (score cross-product); None for "linearised" and "stochastic"
     r_eigenvalues: np.ndarray
     s_eigenvalues: np.ndarray       # empty when S was not computed
     message: str
@@ -58,12 +63,21 @@ class CovarianceResult:
         return np.sqrt(np.diag(self.matrix))
 
 
-def covariance_step(objective, x: np.ndarray, kind: str = "sandwich", rel_step: float = 1e-3) -> CovarianceResult:
-    """R by central differences of the objective's gradient, S from the per-subject gradients, at ``x``."""
+def covariance_step(objective, x: np.ndarray, kind: str = "sandwich", rel_step: float = 1e-3,
+                    saem: SaemOptions | None = None) -> CovarianceResult:
+    """Covariance of the estimates ``x`` of ``objective.problem``.
+
+    ``"r"``, ``"s"``, ``"sandwich"``: R by central differences of the objective's gradient (relative step
+    ``rel_step``), S from the per-subject gradients. ``"linearised"``: linearised Fisher information at the
+    conditional modes. ``"stochastic"``: Louis' observed information sampled with the SAEM kernels from the
+    modes (options, iteration counts and seed in ``saem``; defaults when None).
+    """
     if kind not in COVARIANCE_KINDS:
         raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_KINDS)} or None, got {kind!r}")
     if kind == "linearised":
         return _linearised(objective, x)
+    if kind == "stochastic":
+        return _stochastic(objective, x, saem or SaemOptions())
     saved = objective.etas.copy()
     p = x.size
     h = rel_step * np.maximum(1.0, np.abs(x))
@@ -92,17 +106,38 @@ def _linearised(objective, x: np.ndarray) -> CovarianceResult:
 
     _, modes = objective.modes_at(x)
     info = linearised_information(objective.problem, x, modes)
+    return _from_information("linearised", info, "the linearised Fisher information (censored rows not included)",
+                             "a parameter the data do not inform")
+
+
+def _stochastic(objective, x: np.ndarray, opts: SaemOptions) -> CovarianceResult:
+    from kinetics.fit._stochastic_information import stochastic_information
+
+    _, modes = objective.modes_at(x)
+    res = stochastic_information(objective.problem, x, np.array([m.eta for m in modes]), opts)
+    how = (f"the observed information by stochastic approximation (Louis; M3 likelihood, {res.n_iterations} "
+           f"iterations x {res.n_chains} chains after {res.n_burn} burn-in, seed {res.seed})")
+    return _from_information("stochastic", res.information, how,
+                             "a parameter the data do not inform, or Monte Carlo error: raise n_information")
+
+
+def _from_information(kind: str, info: np.ndarray, how: str, why_not_pd: str) -> CovarianceResult:
+    """Covariance as the inverse of an information matrix for log L; none (never corrected) if it is not PD."""
+    if not np.all(np.isfinite(info)):
+        return CovarianceResult(kind=kind, matrix=None, r=info, s=None, r_eigenvalues=np.full(info.shape[0], np.nan),
+                                s_eigenvalues=np.zeros(0), message=f"covariance step failed ({kind}): the information "
+                                "is not finite (a subject without a valid solve); no standard errors")
     ev = np.linalg.eigvalsh(info)
     if np.all(ev > 0):
         matrix = np.linalg.inv(info)
         matrix = 0.5 * (matrix + matrix.T)
-        msg = "covariance from the linearised Fisher information (censored rows not included)"
+        msg = f"covariance from {how}"
     else:
         matrix = None
-        msg = (f"covariance step failed (linearised): the Fisher information is not positive definite (smallest "
-               f"eigenvalue {ev[0]:.3g}: a parameter the data do not inform); no standard errors")
-    return CovarianceResult(kind="linearised", matrix=matrix, r=info, s=None, r_eigenvalues=ev,
-                            s_eigenvalues=np.zeros(0), message=msg)
+        msg = (f"covariance step failed ({kind}): the information is not positive definite (smallest eigenvalue "
+               f"{ev[0]:.3g}: {why_not_pd}); no standard errors")
+    return CovarianceResult(kind=kind, matrix=matrix, r=info, s=None, r_eigenvalues=ev, s_eigenvalues=np.zeros(0),
+                            message=msg)
 
 
 def _assemble(kind: str, r: np.ndarray, s: np.ndarray) -> CovarianceResult:

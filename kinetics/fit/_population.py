@@ -11,11 +11,12 @@ from scipy import optimize
 
 from kinetics.errors import FitSpecError, did_you_mean
 from kinetics.fit._conditional import OBJECTIVE_METHODS, ConditionalMode, subject_objective
-from kinetics.fit._covariance import covariance_step
+from kinetics.fit._covariance import COVARIANCE_KINDS, covariance_step
 from kinetics.fit._gradient import focei_gradient
 from kinetics.fit._problem import Problem, build_problem
 from kinetics.fit._results import PopulationFit, assemble_fit
 from kinetics.fit._saem import SaemOptions, run_saem
+from kinetics.fit._stochastic_information import unsupported_reason
 
 __all__ = ["fit_population", "evaluate_objective", "Objective"]
 
@@ -141,13 +142,21 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
         reference unless ``{"kind": "power", "reference": 70}``.
     covariance
         ``"sandwich"`` (R^-1 S R^-1), ``"r"``, ``"s"``, ``"linearised"`` (inverse Fisher information of the
-        model linearised at the modes; the default for SAEM) or None (skip the covariance step).
+        model linearised at the modes, censored rows left out; the default for SAEM), ``"stochastic"``
+        (inverse observed information by Louis' principle, sampled with the SAEM kernels from the exact M3
+        likelihood without linearisation, as Monolix's "stochastic approximation"; every estimated
+        parameter needs a random effect; Monte Carlo settings and seed in ``saem``) or None (skip the
+        covariance step). A matrix that is not positive definite gives no standard errors, and the
+        result's ``covariance.message`` says so.
     progress
         True prints one line per iteration; a callable receives (iteration, ofv) (for SAEM every 10th
         iteration and the conditional -2 log L of the current samples).
     method
         ``"focei"``, ``"foce"``, ``"fo"``, ``"laplace"`` or ``"saem"`` (options in ``saem``; its objective
-        and covariance are FOCE-I's at the SAEM estimates, so runs of both methods compare).
+        is FOCE-I's at the SAEM estimates, so runs of both methods compare).
+    saem
+        :class:`~kinetics.fit._saem.SaemOptions`: iterations, MH kernels, chains and seed of SAEM, and
+        ``n_information`` / ``n_information_burn`` of ``covariance="stochastic"`` (used by every method).
 
     Returns
     -------
@@ -156,6 +165,11 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
     """
     t0 = time.perf_counter()
     problem = _problem(model, data, estimate, random_effects, error, fixed, covariates, rtol, atol)
+    if covariance is not None and covariance not in COVARIANCE_KINDS:
+        raise FitSpecError(f"covariance must be one of {', '.join(COVARIANCE_KINDS)} or None, got {covariance!r}"
+                           f"{did_you_mean(str(covariance), COVARIANCE_KINDS)}")
+    if covariance == "stochastic" and unsupported_reason(problem):
+        raise FitSpecError(f"covariance 'stochastic': {unsupported_reason(problem)}; use covariance='linearised'")
     report = _progress_callback(progress, "conditional -2LL of the samples" if method == "saem" else "OFV")
     if method == "saem":
         return _fit_saem(problem, saem or SaemOptions(), covariance, report, t0)
@@ -179,7 +193,7 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
                             options={"maxiter": max_iterations, "gtol": 1e-3})
     vals, modes = obj.per_subject(res.x)
     success, message = _outer_status(res, vals, modes)
-    cov = covariance_step(obj, res.x, covariance) if (covariance and np.isfinite(vals).all()) else None
+    cov = covariance_step(obj, res.x, covariance, saem=saem) if (covariance and np.isfinite(vals).all()) else None
     return assemble_fit(problem, method, res.x, vals, modes, cov, success, message, iterations[0], obj.n_evaluations,
                         time.perf_counter() - t0)
 
@@ -193,9 +207,9 @@ def _fit_saem(problem: Problem, opts: SaemOptions, covariance: str | None, repor
     # the FOCE-I gradient is not zero at the SAEM estimates, so scores are not centred there and S (hence the
     # sandwich) is inflated: by default SAEM reports the linearised Fisher information (as Monolix does)
     kind = "linearised" if covariance == "sandwich" else covariance
-    cov = covariance_step(obj, x, kind) if (kind and ok) else None
-    msg = (f"SAEM {opts.n_burn} + {opts.n_smooth} iterations (seed {opts.seed}); objective and covariance by "
-           f"FOCE-I at the SAEM estimates" + ("; " + "; ".join(notes[:3]) if notes else "")
+    cov = covariance_step(obj, x, kind, saem=opts) if (kind and ok) else None
+    msg = (f"SAEM {opts.n_burn} + {opts.n_smooth} iterations (seed {opts.seed}); objective by FOCE-I at the SAEM "
+           f"estimates" + ("; " + "; ".join(notes[:3]) if notes else "")
            + ("; " + "; ".join(failed[:3]) if failed else ""))
     return assemble_fit(problem, "saem", x, vals, modes, cov, bool(ok), msg, opts.n_burn + opts.n_smooth,
                         obj.n_evaluations, time.perf_counter() - t0)

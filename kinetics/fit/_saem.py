@@ -19,7 +19,9 @@ effects, random effect). Per iteration:
   fixed effects without variability.
 
 The reported objective is FOCE-I at the SAEM estimates (with conditional modes), so SAEM and FOCE-I
-runs compare on one scale; the covariance step is the FOCE-I sandwich there.
+runs compare on one scale. The covariance step by default is the linearised Fisher information there;
+``covariance="stochastic"`` samples the same kernels at the estimates for Louis' observed information
+(:mod:`kinetics.fit._stochastic_information`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ __all__ = ["SaemOptions", "run_saem"]
 
 @dataclass(frozen=True)
 class SaemOptions:
-    """Iteration counts and MCMC settings of SAEM."""
+    """Iteration counts and MCMC settings of SAEM, and of the stochastic information (``covariance="stochastic"``,
+    :mod:`kinetics.fit._stochastic_information`), which reuses the same kernels, chains and seed."""
 
     n_burn: int = 200            # iterations with step size 1 (exploration)
     n_smooth: int = 200          # iterations with step size 1/k (convergence)
@@ -49,6 +52,14 @@ class SaemOptions:
     seed: int = 0
     annealing: float = 0.95      # largest relative decrease of a variance per burn-in iteration
     fixed_effect_decay: float = 0.9
+    n_information: int = 300       # sampling iterations per chain of covariance="stochastic" (Louis' information)
+    n_information_burn: int = 50   # MH iterations from the conditional modes before those samples
+
+    def __post_init__(self) -> None:
+        for name, low in (("n_information", 2), ("n_information_burn", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f"SaemOptions.{name} must be an integer >= {low}, got {v!r}")
 
 
 class _State:

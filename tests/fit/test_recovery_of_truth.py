@@ -109,8 +109,11 @@ def test_stein_90_percent_intervals_cover_the_well_identified_parameters(replica
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="the linearised Fisher information understates the uncertainty of the "
-                   "high-shrinkage terminal-phase parameters: FB 0.70, beta 0.65 coverage over 20 replicates; "
-                   "needs a stochastic-approximation (Louis) FIM in SAEM")
+                   "high-shrinkage terminal-phase parameters: FB 0.70, beta 0.65 coverage over 20 replicates. "
+                   "covariance='stochastic' (Louis) is calibrated where it succeeds (mean SE FB 0.27 / beta 0.31 vs "
+                   "empirical SD 0.26 / 0.32) but its information is not positive definite in 1-5 of the 20 "
+                   "replicates, depending on the Monte Carlo seed (weakly identified omega(FB), omega(beta)), so "
+                   "coverage counting those as misses is 0.55-0.80")
 def test_stein_90_percent_intervals_cover_the_terminal_phase(replicates):
     coverage = replicates[1].mean()
     assert np.all(coverage[["FB", "beta"]] >= 0.75), coverage

@@ -613,11 +613,11 @@ def _auc_to(t: np.ndarray, c: np.ndarray, cum: np.ndarray, end: float, log_down:
         return float(cum[k])
     t1, t2, c1, c2 = t[k], t[k + 1], c[k], c[k + 1]
     frac = (end - t1) / (t2 - t1)
-    if log_down and c2 < c1 and c2 > 0:
-        c_end = c1 * math.exp(frac * math.log(c2 / c1))
-    else:
-        c_end = c1 + frac * (c2 - c1)
-    part = _segment_areas(np.array([t1, end]), np.array([c1, c_end]), log_down)[0]
+    # the part of the segment up to ``end`` follows the segment's own curve: log-linear only if the whole
+    # segment is (a fall to 0 is linear, even though the level interpolated at ``end`` is still positive)
+    log_segment = bool(log_down and c2 < c1 and c2 > 0)
+    c_end = c1 * math.exp(frac * math.log(c2 / c1)) if log_segment else c1 + frac * (c2 - c1)
+    part = _segment_areas(np.array([t1, end]), np.array([c1, c_end]), log_segment)[0]
     return float(cum[k] + part)
 
 

@@ -400,6 +400,17 @@ def below(a: float, b: float) -> bool:
     return math.isnan(a) or math.isnan(b) or a <= b * (1 + 1e-9) + 1e-12
 
 
+def test_window_end_inside_a_fall_to_zero_is_integrated_linearly():
+    # found by the property test below: 1 at t=1, 0 at t=85 (a linear segment under linear-up/log-down, since
+    # log-down needs two positive levels); AUC(0-84) used the log trapezoid on [1, 84] because the level
+    # interpolated at 84 (1/84) is positive, and came out below AUC(0-28). Hand values: 0.25 for [0.5, 1];
+    # [1, 28] linear 27 (1 + 57/84) / 2; [1, 84] linear 83 (1 + 1/84) / 2.
+    r = nca([0.0, 0.5, 1.0, 85.0, 86.0], [0.0, 0.0, 1.0, 0.0, 0.0], auc_method="linear-up/log-down",
+            blq_rule=BLQRule("zero", "exclude", "zero"))   # trailing zeros kept as 0
+    assert r.auc_0_28 == pytest.approx(0.25 + 27 * (1 + 57 / 84) / 2, rel=1e-12)
+    assert r.auc_0_84 == pytest.approx(0.25 + 83 * (1 + 1 / 84) / 2, rel=1e-12)
+
+
 @settings(deadline=None, max_examples=200)
 @given(profiles())
 def test_random_valid_profiles_never_crash_and_aucs_are_ordered(p):

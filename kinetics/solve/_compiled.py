@@ -493,7 +493,7 @@ class CompiledModel:
         Yout, O, ist, fst = self._run_batch(P, T, t0, t_end, doses, rtol, atol, method, max_steps, None)
         status = ist[:, 5].copy()
         ms = max_steps
-        ok_msg = self._message(SolveStatus.SUCCESS, fst[0], ms)
+        ok_msg = self._message(SolveStatus.SUCCESS, np.full(5, np.nan), ms)
         msgs = [ok_msg] * ns
         for i in np.flatnonzero(status):
             msgs[i] = self._message(SolveStatus(int(status[i])), fst[i], ms)

@@ -38,10 +38,10 @@ def status_message(status: SolveStatus, fst: np.ndarray, max_steps: int, time_un
                    state_names: Sequence[str]) -> str:
     """A sentence saying what happened and, on failure, what to try (``fst``: the kernel's float results of
     the solve, time of failure first)."""
-    unit = f" {time_unit}" if time_unit else ""
-    t_fail = float(fst[0])
     if status is SolveStatus.SUCCESS:
         return "success"
+    unit = f" {time_unit}" if time_unit else ""
+    t_fail = float(fst[0])
     if status is SolveStatus.MAX_STEPS:
         return (f"max_steps ({max_steps}) reached at t={t_fail:.6g}{unit}; increase max_steps, "
                 "loosen rtol/atol, or use method='rodas5p' if the problem is stiff")

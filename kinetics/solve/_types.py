@@ -20,7 +20,7 @@ __all__ = ["Dose", "SolveStatus", "Simulation", "BatchSimulation", "BatchCrossin
            "METHODS"]
 
 #: Registered integration methods: name -> kernel code.
-METHODS: dict[str, int] = {"auto": 0, "dopri5": 1, "rodas5p": 2}
+METHODS: dict[str, int] = {"auto": 0, "dopri5": 1, "rodas5p": 2, "tsit5": 3}
 
 
 class SolveStatus(enum.IntEnum):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import inspect
 import io
 import math
 import platform
@@ -131,20 +130,12 @@ def _default_doses(data, model) -> dict[str, float]:
     return {t: float(np.median(v)) for t, v in totals.items() if t in model.dose_target_names}
 
 
-def _output_default(func) -> str | None:
-    target = func.func if isinstance(func, partial) else func
-    p = inspect.signature(target).parameters.get("output")
-    if isinstance(func, partial) and "output" in func.keywords:
-        return func.keywords["output"]
-    return None if p is None or p.default is inspect.Parameter.empty else p.default
-
-
 def _sweep_outcomes(model, names: Sequence[str] | None) -> dict[str, object]:
-    from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, OUTCOMES, auc_0_28, cmax
+    from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, OUTCOMES, auc_0_28, cmax, outcome_output
 
     if names is not None:
         return {n: n for n in names}
-    chosen = {n: n for n in DEFAULT_SWEEP_OUTCOMES if _output_default(OUTCOMES[n]) in model.output_names}
+    chosen = {n: n for n in DEFAULT_SWEEP_OUTCOMES if outcome_output(OUTCOMES[n]) in model.output_names}
     if not chosen and model.output_names:
         o = model.output_names[0]
         chosen = {"cmax": partial(cmax, output=o), "auc_0_28": partial(auc_0_28, output=o)}

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from kinetics.analysis._outcomes import evaluate_outcomes
+from kinetics.analysis._outcomes import evaluate_outcomes, outcome_unit
 from kinetics.errors import SolverInputError, did_you_mean
 from kinetics.solve import Dose
 
@@ -60,6 +60,7 @@ class DoseSweep:
     outcomes: tuple[str, ...]
     n_patients: int
     seed: int
+    units: Mapping[str, str] = field(default_factory=dict)   # outcome -> unit of its values ("" unknown)
 
     def power_model(self, outcome: str, target: str | None = None, level: float = 0.90) -> PowerModel:
         """Dose-proportionality slope of ``outcome`` against the dose of ``target`` (the other targets'
@@ -138,7 +139,8 @@ def dose_sweep(model, doses: Mapping[str, Sequence[float]] | Sequence[Mapping[st
         rows.append(pd.DataFrame(block))
     values = pd.concat(rows, ignore_index=True)
     return DoseSweep(values=values, summary=_summarise(values, targets, tuple(named)), targets=targets,
-                     outcomes=tuple(named), n_patients=n_patients, seed=seed)
+                     outcomes=tuple(named), n_patients=n_patients, seed=seed,
+                     units={label: outcome_unit(o, model) for label, o in named.items()})
 
 
 def _levels(doses, model) -> list[dict[str, float]]:

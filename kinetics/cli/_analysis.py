@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, OUTCOMES, omega_sds
+from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, OUTCOMES, omega_sds, outcome_output
 from kinetics.cli import _count, _parse_dose, _parse_set
 from kinetics.data import read_dataset
 from kinetics.errors import DoseError, FitSpecError, KineticsError, SolverInputError, did_you_mean
@@ -229,16 +229,10 @@ def _variability_text(omega: Mapping[str, float], fit) -> str:
     return f"{source} (SD of eta): " + ", ".join(f"{k} {math.sqrt(v):g}" for k, v in omega.items())
 
 
-def _outcome_output(spec: str | partial) -> str | None:
-    from kinetics.report import _output_default
-
-    return _output_default(OUTCOMES[spec] if isinstance(spec, str) else spec)
-
-
 def _check_outputs(model, outcomes: Mapping[str, str | partial]) -> None:
     """Every outcome reads an output the model has (else: name one as NAME:OUTPUT)."""
     for label, spec in outcomes.items():
-        output = _outcome_output(spec)
+        output = outcome_output(spec)
         if output is not None and output not in model.output_names:
             raise SolverInputError(f"outcome '{label}' reads output '{output}', which model '{model.name}' does not "
                                    f"have; name one as {label.partition(':')[0]}:OUTPUT (outputs: "

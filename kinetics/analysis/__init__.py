@@ -19,9 +19,11 @@ __all__ += ["OUTCOMES", "aplasia_duration", "auc_0_28", "autoantibody_reduction"
 __all__ += ["ELASTICITY_METHODS", "elasticities", "omega_sds", "outcome_elasticities", "tornado"]
 __all__ += ["DISTRIBUTION_KINDS", "MorrisResult", "ParameterDistribution", "SobolResult", "morris_screening",
             "parameter_distributions", "sobol_indices"]
-from kinetics.analysis._dose import DEFAULT_SWEEP_OUTCOMES, DoseSweep, PowerModel, dose_sweep  # noqa: E402
+from kinetics.analysis._dose import (DEFAULT_SWEEP_OUTCOMES, POWER_MODEL_COLUMNS, DoseSweep, PowerModel,  # noqa: E402
+                                     default_sweep_outcomes, dose_sweep)
 
-__all__ += ["DEFAULT_SWEEP_OUTCOMES", "DoseSweep", "PowerModel", "dose_sweep"]
+__all__ += ["DEFAULT_SWEEP_OUTCOMES", "POWER_MODEL_COLUMNS", "DoseSweep", "PowerModel", "default_sweep_outcomes",
+            "dose_sweep"]
 from kinetics.analysis._recovery_prediction import (RecoveryDistribution, observed_recovery_intervals,  # noqa: E402
                                                     predict_patient_recovery, recovery_distribution,
                                                     turnbull_survival)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import inspect
 import io
 import math
 import platform
@@ -27,7 +26,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -131,26 +129,6 @@ def _default_doses(data, model) -> dict[str, float]:
     return {t: float(np.median(v)) for t, v in totals.items() if t in model.dose_target_names}
 
 
-def _output_default(func) -> str | None:
-    target = func.func if isinstance(func, partial) else func
-    p = inspect.signature(target).parameters.get("output")
-    if isinstance(func, partial) and "output" in func.keywords:
-        return func.keywords["output"]
-    return None if p is None or p.default is inspect.Parameter.empty else p.default
-
-
-def _sweep_outcomes(model, names: Sequence[str] | None) -> dict[str, object]:
-    from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, OUTCOMES, auc_0_28, cmax
-
-    if names is not None:
-        return {n: n for n in names}
-    chosen = {n: n for n in DEFAULT_SWEEP_OUTCOMES if _output_default(OUTCOMES[n]) in model.output_names}
-    if not chosen and model.output_names:
-        o = model.output_names[0]
-        chosen = {"cmax": partial(cmax, output=o), "auc_0_28": partial(auc_0_28, output=o)}
-    return chosen
-
-
 def _nca_outputs(model, data, names: Sequence[str] | None) -> list[str]:
     measured = data.output_names()
     if names is not None:
@@ -182,8 +160,8 @@ def run_analyses(fit, model, data, analyses: ReportAnalyses | None = None, *, se
         A stage that cannot run on this model or data (no B-cell output, a solve that fails) is
         skipped with a note instead of stopping the report.
     """
-    from kinetics.analysis import (dose_sweep, nca_table, observed_recovery_intervals, predict_patient_recovery,
-                                   recovery_distribution, sobol_indices, tornado)
+    from kinetics.analysis import (default_sweep_outcomes, dose_sweep, nca_table, observed_recovery_intervals,
+                                   predict_patient_recovery, recovery_distribution, sobol_indices, tornado)
     from kinetics.fit import npde, vpc_data
     from kinetics.solve import Dose
 
@@ -230,7 +208,8 @@ def run_analyses(fit, model, data, analyses: ReportAnalyses | None = None, *, se
                                               seed=seeds["new_patient"]))
     else:
         notes.append(f"recovery: skipped (the model has no output '{a.recovery_output}')")
-    outcomes = _sweep_outcomes(model, a.sweep_outcomes)
+    outcomes = ({n: n for n in a.sweep_outcomes} if a.sweep_outcomes is not None
+                else default_sweep_outcomes(model))
     if a.sweep_patients > 0 and doses and outcomes:
         grid = {t: sorted({v * f for f in a.sweep_factors}) for t, v in doses.items()}
         sweep = stage("dose_sweep", f"dose sweep ({' x '.join(str(len(g)) for g in grid.values())} dose levels x "
@@ -239,7 +218,9 @@ def run_analyses(fit, model, data, analyses: ReportAnalyses | None = None, *, se
                                          seed=seeds["dose_sweep"]))
         out["dose_sweep"] = sweep
         if sweep is not None:
-            out["power_models"] = _power_models(sweep, notes)
+            power, power_notes = sweep.power_models()
+            out["power_models"] = power if len(power) else None
+            notes.extend(power_notes)
     sens = a.sensitivity_outcome or ("recovery_time" if has_recovery and "recovery_time" in outcomes
                                      else next(iter(outcomes), None))
     sens_spec = outcomes.get(sens, sens) if sens is not None else None
@@ -263,20 +244,6 @@ def run_analyses(fit, model, data, analyses: ReportAnalyses | None = None, *, se
             nca[o] = t
     return ReportResults(analyses=a, seed=int(seed), seeds=seeds, doses=doses, nca=nca, timings=timings,
                          notes=tuple(notes), **out)
-
-
-def _power_models(sweep, notes: list[str]) -> pd.DataFrame | None:
-    rows = []
-    for o in sweep.outcomes:
-        for t in sweep.targets:
-            try:
-                pm = sweep.power_model(o, t)
-            except (KineticsError, ValueError) as exc:
-                notes.append(f"power model of {o} vs {t}: not estimable ({exc})")
-                continue
-            rows.append({"outcome": o, "target": t, "slope": pm.slope, "ci_low": pm.ci[0], "ci_high": pm.ci[1],
-                         "level": pm.level, "n_patients": pm.n_patients, "n_doses": pm.n_doses})
-    return pd.DataFrame(rows) if rows else None
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -213,6 +213,11 @@ def test_dose_sweep_figure_has_one_panel_per_outcome(case):
     # lupus: 3 x 3 grid: one line per BCMA dose (3 medians); theophylline: one target, one line
     n_lines = 3 if len(sweep.targets) == 2 else 1
     assert len([ln for ln in axes[0].get_lines() if ln.get_label().startswith("median")]) == n_lines
+    # axis labels carry the outcome's unit from the model (e.g. recovery time in days, theophylline AUC in mg/L x h)
+    for a, name in zip(axes, sweep.outcomes):
+        unit = sweep.units[name]
+        assert a.get_ylabel() == (f"{name} ({unit})" if unit else name)
+    assert all(sweep.units.values())
 
 
 def test_tornado_and_sobol_figures(case, tmp_path):
@@ -221,6 +226,7 @@ def test_tornado_and_sobol_figures(case, tmp_path):
     ax = _visible_axes(fig)[0]
     assert len(ax.patches) == 2 * len(tor)     # a low and a high bar per input
     assert len(ax.get_yticklabels()) == len(tor)
+    assert tor.attrs["unit"] and ax.get_xlabel().endswith(f"({tor.attrs['unit']})")
     sob = case["results"].sobol
     fig2 = plot_sobol(sob)
     assert len(_visible_axes(fig2)[0].patches) == 2 * len(sob.names)   # S1 and ST per input
@@ -251,6 +257,10 @@ def test_exposure_table_figure(case):
     n_rows = 1 + len(case["results"].nca)
     assert max(r for r, _ in cells) + 1 == n_rows
     assert cells[(0, 2)].get_text().get_text() == "Cmax"
+    # a table alone does not say its time unit: the figure must not guess days (theophylline is in hours)
+    assert "times in the data's time unit" in fig._suptitle.get_text()
+    fig_h = plot_exposure_table(case["results"].nca, units={"conc": "mg/L"}, time_unit="h")
+    assert "times in h" in fig_h._suptitle.get_text() and "day" not in fig_h._suptitle.get_text()
 
 
 def test_figure_functions_reject_wrong_input(lupus):

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from kinetics.analysis._outcomes import evaluate_outcomes
-from kinetics.errors import SolverInputError, did_you_mean
+from kinetics.analysis._outcomes import auc_0_28, cmax, evaluate_outcomes, outcome_output, outcome_unit
+from kinetics.errors import KineticsError, SolverInputError, did_you_mean
 from kinetics.solve import Dose
 
-__all__ = ["DoseSweep", "PowerModel", "dose_sweep", "DEFAULT_SWEEP_OUTCOMES"]
+__all__ = ["DoseSweep", "PowerModel", "dose_sweep", "DEFAULT_SWEEP_OUTCOMES", "POWER_MODEL_COLUMNS",
+           "default_sweep_outcomes"]
 
 #: The outcomes of issue 5's dose sweep, by their names in kinetics.analysis.OUTCOMES.
 DEFAULT_SWEEP_OUTCOMES = ("cmax", "auc_0_28", "b_cell_nadir", "aplasia_duration", "recovery_time",
@@ -60,6 +62,7 @@ class DoseSweep:
     outcomes: tuple[str, ...]
     n_patients: int
     seed: int
+    units: Mapping[str, str] = field(default_factory=dict)   # outcome -> unit of its values ("" unknown)
 
     def power_model(self, outcome: str, target: str | None = None, level: float = 0.90) -> PowerModel:
         """Dose-proportionality slope of ``outcome`` against the dose of ``target`` (the other targets'
@@ -88,6 +91,38 @@ class DoseSweep:
         q = stats.t.ppf(0.5 + level / 2, max(dof, 1))
         return PowerModel(outcome, target, slope, (slope - q * se, slope + q * se), level,
                           int(d["patient"].nunique()), int(d[target].nunique()))
+
+    def power_models(self, targets: Sequence[str] | None = None, level: float = 0.90
+                     ) -> tuple[pd.DataFrame, list[str]]:
+        """:meth:`power_model` of every outcome against each of ``targets`` (default: all) as a table (outcome,
+        target, slope, ci_low, ci_high, level, n_patients, n_doses), and a note for each pair that is not
+        estimable (e.g. an outcome that is 0 at every dose)."""
+        rows, notes = [], []
+        for o in self.outcomes:
+            for t in (self.targets if targets is None else targets):
+                try:
+                    pm = self.power_model(o, t, level)
+                except (KineticsError, ValueError) as exc:
+                    notes.append(f"power model of {o} vs {t}: not estimable ({exc})")
+                    continue
+                rows.append({"outcome": o, "target": t, "slope": pm.slope, "ci_low": pm.ci[0], "ci_high": pm.ci[1],
+                             "level": pm.level, "n_patients": pm.n_patients, "n_doses": pm.n_doses})
+        return pd.DataFrame(rows, columns=list(POWER_MODEL_COLUMNS)), notes
+
+
+#: Columns of :meth:`DoseSweep.power_models`.
+POWER_MODEL_COLUMNS = ("outcome", "target", "slope", "ci_low", "ci_high", "level", "n_patients", "n_doses")
+
+
+def default_sweep_outcomes(model) -> dict[str, str | Callable]:
+    """The outcomes a dose sweep of ``model`` reports by default: those of :data:`DEFAULT_SWEEP_OUTCOMES` whose
+    output the model has, else Cmax and AUC(0-28) of its first output (empty for a model without outputs)."""
+    chosen: dict[str, str | Callable] = {n: n for n in DEFAULT_SWEEP_OUTCOMES
+                                         if outcome_output(n) in model.output_names}
+    if not chosen and model.output_names:
+        o = model.output_names[0]
+        chosen = {"cmax": partial(cmax, output=o), "auc_0_28": partial(auc_0_28, output=o)}
+    return chosen
 
 
 def dose_sweep(model, doses: Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]], *,
@@ -138,7 +173,8 @@ def dose_sweep(model, doses: Mapping[str, Sequence[float]] | Sequence[Mapping[st
         rows.append(pd.DataFrame(block))
     values = pd.concat(rows, ignore_index=True)
     return DoseSweep(values=values, summary=_summarise(values, targets, tuple(named)), targets=targets,
-                     outcomes=tuple(named), n_patients=n_patients, seed=seed)
+                     outcomes=tuple(named), n_patients=n_patients, seed=seed,
+                     units={label: outcome_unit(o, model) for label, o in named.items()})
 
 
 def _levels(doses, model) -> list[dict[str, float]]:

@@ -34,6 +34,7 @@ from kinetics.analysis._outcomes import (
     fraction_of_baseline,
     igg_fraction_1y,
     outcome_name,
+    outcome_unit,
     recovery_time,
     scaled_doses,
 )
@@ -380,6 +381,7 @@ def tornado(model: CompiledModel, outcome: str | Callable[..., float],
     df["swing"] = (df["outcome_high"] - df["outcome_low"]).abs()
     df = df.sort_values("swing", ascending=False, kind="stable").reset_index(drop=True)
     df.attrs["outcome"] = outcome_name(outcome)
+    df.attrs["unit"] = outcome_unit(outcome, model)
     df.attrs["rule"] = (f"omega ranges: value * exp(-+{ndtri(0.5 + coverage / 2):.4g} omega) (central "
                         f"{100 * coverage:g} % of the log-normal); bounds ranges as given")
     return df

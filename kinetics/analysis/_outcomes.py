@@ -34,7 +34,7 @@ from kinetics.analysis._recovery import _nadir, b_cell_recovery_time, bracket_gr
 from kinetics.errors import DoseError, SolverInputError, did_you_mean
 from kinetics.solve import CompiledModel, Dose
 
-__all__ = ["OUTCOMES", "aplasia_duration", "auc_0_28", "autoantibody_reduction", "autoantibody_reduction_d90",
+__all__ = ["OUTCOMES", "outcome_output", "outcome_unit", "aplasia_duration", "auc_0_28", "autoantibody_reduction", "autoantibody_reduction_d90",
            "autoantibody_reduction_d180", "b_cell_nadir", "cmax", "evaluate_outcome", "evaluate_outcomes",
            "fraction_of_baseline", "igg_fraction_1y", "recovery_time"]
 
@@ -356,6 +356,40 @@ def _resolve_outcome(outcome: str | Callable[..., float]) -> tuple[Callable[...,
     if not callable(outcome):
         raise SolverInputError(f"outcome must be a name in OUTCOMES or a function, got {outcome!r}")
     return outcome, {}
+
+
+def outcome_output(outcome: str | Callable[..., float]) -> str | None:
+    """The model output an outcome reads: its ``output=`` option, else the function's default (None when the
+    outcome takes no output)."""
+    func, options = _resolve_outcome(outcome)
+    if "output" in options:
+        return options["output"]
+    p = inspect.signature(func).parameters.get("output")
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+#: Library outcomes measured in the model's time unit, and those that are fractions of a baseline.
+_TIME_OUTCOMES = (recovery_time, aplasia_duration)
+_FRACTION_OUTCOMES = (fraction_of_baseline, autoantibody_reduction, autoantibody_reduction_d90,
+                      autoantibody_reduction_d180, igg_fraction_1y)
+
+
+def outcome_unit(outcome: str | Callable[..., float], model: CompiledModel) -> str:
+    """The unit of an outcome's value for ``model`` ("" when not known, e.g. a user's own function): levels in
+    their output's unit, AUCs in output unit x time unit, times in the model's time unit, fractions "fraction"."""
+    func, _ = _resolve_outcome(outcome)
+    time_unit = model.model.time_unit
+    if func in _TIME_OUTCOMES:
+        return time_unit
+    if func in _FRACTION_OUTCOMES:
+        return "fraction"
+    if func not in (cmax, b_cell_nadir, auc_0_28):
+        return ""
+    output = outcome_output(outcome)
+    level = next((o.unit for o in model.model.outputs if o.name == output), "")
+    if func is auc_0_28:
+        return f"{level} x {time_unit}" if level and time_unit else ""
+    return level
 
 
 def outcome_name(outcome: str | Callable[..., float]) -> str:

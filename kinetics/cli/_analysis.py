@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, OUTCOMES, omega_sds
+from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, OUTCOMES, POWER_MODEL_COLUMNS, omega_sds, outcome_output
 from kinetics.cli import _count, _parse_dose, _parse_set
 from kinetics.data import read_dataset
 from kinetics.errors import DoseError, FitSpecError, KineticsError, SolverInputError, did_you_mean
@@ -43,7 +43,6 @@ SENSITIVITY_METHODS = ("local", "sobol", "morris")
 SWEEP_GRIDS = ("factorial", "one-at-a-time")
 _NCA_SHOWN = ("id", "output", "cmax", "tmax", "auc_0_28", "auc_0_84", "tlast", "clast", "half_life", "n_samples",
               "n_blq")
-_POWER_COLUMNS = ("outcome", "target", "slope", "ci_low", "ci_high", "level", "n_patients", "n_doses")
 
 
 # -- argument types (argparse prefixes their messages with the option) ----------------------------
@@ -229,16 +228,10 @@ def _variability_text(omega: Mapping[str, float], fit) -> str:
     return f"{source} (SD of eta): " + ", ".join(f"{k} {math.sqrt(v):g}" for k, v in omega.items())
 
 
-def _outcome_output(spec: str | partial) -> str | None:
-    from kinetics.report import _output_default
-
-    return _output_default(OUTCOMES[spec] if isinstance(spec, str) else spec)
-
-
 def _check_outputs(model, outcomes: Mapping[str, str | partial]) -> None:
     """Every outcome reads an output the model has (else: name one as NAME:OUTPUT)."""
     for label, spec in outcomes.items():
-        output = _outcome_output(spec)
+        output = outcome_output(spec)
         if output is not None and output not in model.output_names:
             raise SolverInputError(f"outcome '{label}' reads output '{output}', which model '{model.name}' does not "
                                    f"have; name one as {label.partition(':')[0]}:OUTPUT (outputs: "
@@ -412,14 +405,13 @@ def _patient_recovery(fit, model, data, dist, args: argparse.Namespace, unit: st
 def cmd_dose_sweep(args: argparse.Namespace) -> int:
     """``kinetics dose-sweep MODEL --doses TARGET=A,B,C``: outcomes of one virtual population (common random
     numbers) at each dose level: percentiles per level and the dose-proportionality power model."""
-    from kinetics.analysis import dose_sweep
-    from kinetics.report import _power_models, _sweep_outcomes
+    from kinetics.analysis import default_sweep_outcomes, dose_sweep
 
     model = load_model(args.model)
     _check_targets(model, [t for t, _ in args.doses], "--doses")
     _check_targets(model, [t for t, _ in args.reference or []], "--reference")
     levels, reference = _sweep_levels(args.doses, args.reference or [], args.grid)
-    outcomes = args.outcomes or _sweep_outcomes(model, None)
+    outcomes = args.outcomes or default_sweep_outcomes(model)
     if not outcomes:
         raise SolverInputError(f"model '{model.name}' has no outputs to sweep; give --outcomes")
     _check_outputs(model, outcomes)
@@ -433,9 +425,7 @@ def cmd_dose_sweep(args: argparse.Namespace) -> int:
     sweep = dose_sweep(model, levels, outcomes=outcomes, n_patients=args.n_patients, params=params,
                        omega=omega, fit=fit, seed=args.seed, progress=True)
     varied = tuple(t for t in sweep.targets if sweep.values[t].nunique() > 1)
-    notes: list[str] = []
-    power = _power_models(dataclasses.replace(sweep, targets=varied), notes) if varied else None
-    power = power if power is not None else pd.DataFrame(columns=list(_POWER_COLUMNS))
+    power, notes = sweep.power_models(varied) if varied else (pd.DataFrame(columns=list(POWER_MODEL_COLUMNS)), [])
     medians = sweep.summary.pivot_table(index=["level", *sweep.targets], columns="outcome", values="median",
                                         sort=False).reset_index()
     print("median outcome per dose level (5th and 95th percentiles in dose_sweep_summary.csv):")

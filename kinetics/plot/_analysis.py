@@ -192,7 +192,7 @@ def plot_dose_sweep(sweep: DoseSweep, *, outcomes: Sequence[str] | None = None, 
 
     The x axis is the dose of ``target`` (default: the sweep's first target), log scale; the other
     targets' dose combinations are separate lines (common random numbers: the same virtual patients
-    at every dose). ``units``: outcome -> unit for the axis labels.
+    at every dose). ``units``: outcome -> unit for the axis labels (default: the sweep's own ``units``).
     """
     outs = list(sweep.outcomes if outcomes is None else outcomes)
     for o in outs:
@@ -230,7 +230,7 @@ def plot_dose_sweep(sweep: DoseSweep, *, outcomes: Sequence[str] | None = None, 
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks])
-        unit = (units or {}).get(name, "")
+        unit = (units if units is not None else getattr(sweep, "units", {})).get(name, "")
         ax.set_ylabel(f"{name} ({unit})" if unit else name, fontsize=8)
         ax.set_xlabel(f"dose {target}" + (" (= " + ", ".join(others) + ")" if diagonal else ""), fontsize=8)
         nf = int(s.loc[s["outcome"] == name, "n_failed"].sum())
@@ -250,9 +250,10 @@ def plot_tornado(table: pd.DataFrame, *, outcome: str | None = None, unit: str =
     """Tornado bars: the outcome with each parameter (or dose) at the low and at the high end of its
     range, around the base value, largest swing at the top.
 
-    ``table`` from :func:`~kinetics.analysis.tornado` (its ``attrs["outcome"]`` names the outcome
-    unless ``outcome`` is given).
+    ``table`` from :func:`~kinetics.analysis.tornado` (its ``attrs["outcome"]`` and ``attrs["unit"]`` name the
+    outcome and its unit unless ``outcome`` / ``unit`` are given).
     """
+    unit = unit or table.attrs.get("unit", "")
     _check_columns(table, ["parameter", "low", "high", "outcome_low", "outcome_high", "outcome_base", "swing"],
                    "the tornado table")
     if not len(table):
@@ -314,13 +315,15 @@ _EXPOSURE_COLUMNS = (("cmax", "Cmax"), ("tmax", "Tmax"), ("auc_0_28", "AUC0-28")
 
 
 def plot_exposure_table(tables: Mapping[str, pd.DataFrame] | pd.DataFrame, *, units: Mapping[str, str] | None = None,
-                        time_unit: str = "day") -> Figure:
+                        time_unit: str = "") -> Figure:
     """Exposure metrics (NCA) as a table figure: per output, the median [min-max] over subjects of Cmax,
     Tmax, AUC0-28, Tlast and the terminal half-life, with the number of subjects where each is estimable.
 
     ``tables``: output -> :func:`~kinetics.analysis.nca_table` result (or one table). ``units``: output ->
-    unit of its level (AUC is level x ``time_unit``).
+    unit of its level (AUC is level x ``time_unit``). ``time_unit``: of the data's times ("" when not known:
+    a dataset says nothing of its unit, so the figure says "the data's time unit" rather than guess days).
     """
+    time_text = time_unit or "the data's time unit"
     if isinstance(tables, pd.DataFrame):
         tables = {"output": tables}
     if not tables:
@@ -346,7 +349,7 @@ def plot_exposure_table(tables: Mapping[str, pd.DataFrame] | pd.DataFrame, *, un
     table.scale(1.0, 1.3)
     for k in range(len(header)):
         table[0, k].set_facecolor("0.88")
-    unit_text = "; ".join(f"{o}: Cmax in {u[o]}, AUC in {u[o]} x {time_unit}" for o in tables if u.get(o))
+    unit_text = "; ".join(f"{o}: Cmax in {u[o]}, AUC in {u[o]} x {time_unit or 'time'}" for o in tables if u.get(o))
     _suptitle(fig, f"Exposure metrics from the observed profiles (NCA, median [min-max] over subjects; times in "
-                   f"{time_unit})" + (f". {unit_text}" if unit_text else ""), fontsize=9)
+                   f"{time_text})" + (f". {unit_text}" if unit_text else ""), fontsize=9)
     return fig

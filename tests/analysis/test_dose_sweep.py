@@ -30,6 +30,10 @@ def test_linear_pk_is_exactly_dose_proportional(oral):
         assert pm.slope == pytest.approx(1.0, abs=1e-6) and pm.ci[1] - pm.ci[0] < 1e-5
         v = sweep.values.pivot(index="patient", columns="depot", values=name)
         np.testing.assert_allclose(v[400.0] / v[100.0], 4.0, rtol=1e-6)
+    table, notes = sweep.power_models()
+    assert list(table["outcome"]) == ["cmax", "auc_0_28"] and not notes
+    np.testing.assert_allclose(table["slope"], 1.0, atol=1e-6)
+    assert sweep.units == {"cmax": "mg/L", "auc_0_28": "mg/L x h"}     # from models/oral_1cmt.toml
     s = sweep.summary
     assert set(s["outcome"]) == {"cmax", "auc_0_28"} and (s["n_failed"] == 0).all()
     assert (s["p05"] <= s["median"]).all() and (s["median"] <= s["p95"]).all()
@@ -66,3 +70,13 @@ def test_lupus_outcomes_move_with_cd19_dose():
 def test_bad_sweep_arguments(oral, kwargs, match):
     with pytest.raises(SolverInputError, match=match):
         dose_sweep(oral, outcomes=("cmax",), n_patients=2, **kwargs)
+
+
+def test_default_outcomes_follow_the_model_outputs(oral):
+    # a model without the CAR-T outputs: Cmax and AUC(0-28) of its first output; the lupus model: the library set
+    from kinetics.analysis import DEFAULT_SWEEP_OUTCOMES, default_sweep_outcomes
+
+    pk = default_sweep_outcomes(oral)
+    assert list(pk) == ["cmax", "auc_0_28"] and all(f.keywords == {"output": "conc"} for f in pk.values())
+    sle = default_sweep_outcomes(kinetics.load_model("dual_car_sle"))
+    assert set(sle) <= set(DEFAULT_SWEEP_OUTCOMES) and "recovery_time" in sle

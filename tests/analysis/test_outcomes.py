@@ -3,6 +3,7 @@ baseline): closed forms, the lupus model's documented calibration, and batch eva
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 
@@ -236,3 +237,23 @@ def test_failed_solve_is_nan_in_batch_and_an_error_alone(oral):
 def test_bad_input(sle, call, error, match):
     with pytest.raises(error, match=match):
         call(sle)
+
+
+def test_outcome_units_follow_the_model_for_axis_labels():
+    # units come from the model file: cd19_sle outputs and its time unit (days); AUC is level x time
+    from kinetics.analysis import outcome_output, outcome_unit
+
+    sle = kinetics.load_model("cd19_sle")
+    units = {o.name: o.unit for o in sle.model.outputs}
+    assert outcome_output("b_cell_nadir") in units
+    assert outcome_unit("b_cell_nadir", sle) == units[outcome_output("b_cell_nadir")]
+    assert outcome_unit("recovery_time", sle) == sle.model.time_unit == "day"
+    assert outcome_unit("autoantibody_reduction_d90", sle) == "fraction"
+    out = outcome_output("cmax")
+    if out in units:
+        assert outcome_unit("cmax", sle) == units[out]
+        assert outcome_unit("auc_0_28", sle) == f"{units[out]} x day"
+    theo = kinetics.load_model("oral_1cmt")
+    assert outcome_unit(functools.partial(kinetics.analysis.cmax, output="conc"), theo) == "mg/L"
+    assert outcome_unit(functools.partial(kinetics.analysis.auc_0_28, output="conc"), theo) == "mg/L x h"
+    assert outcome_unit(lambda model, params=None, doses=None: 1.0, theo) == ""

@@ -468,20 +468,32 @@ def erk_step(t, tc, h, Y, p, rate, K, ynew, ystage, A, C, want_stiffness, sens):
 
 
 @hot_njit
-def jacobian_norm_along(t, tc, Y, p, rate, K, ew, u, fbuf):
-    """||f(Y + d e) - f(Y)|| / ||d e|| for the error vector e = ew[0] (states only; K[0] holds f(t, Y)): the
-    Jacobian's gain along e, ~|lambda| of the stiff modes when they dominate the error. 0 if e = 0."""
+def jacobian_norm_along(t, tc, Y, p, rate, K, ew, u, fbuf, rtol, atol):
+    """||f(y + d e) - f(y)|| / ||d e||, e the n-vector block of the error estimate ew[0] (states or one
+    sensitivity direction: the Jacobian is the same) that dominates the weighted error norm; K[0] holds f(t, Y).
+    The Jacobian's gain along e, ~|lambda| of the stiff modes when they limit the step. 0 if e = 0."""
     n = N_STATES
+    nb = ew.shape[1] // n
+    best = 0
+    best_w = -1.0
+    for blk in range(nb):
+        w = 0.0
+        for i in range(n):
+            v = ew[0, blk * n + i] / (atol[i] + rtol * abs(Y[blk * n + i]))
+            w += v * v
+        if w > best_w:
+            best_w = w
+            best = blk
     ee = 0.0
     yy = 0.0
     for i in range(n):
-        ee += ew[0, i] * ew[0, i]
+        ee += ew[0, best * n + i] ** 2
         yy += Y[i] * Y[i]
     if ee == 0.0:
         return 0.0
     d = 1.4901161193847656e-08 * max(math.sqrt(yy), 1e-8) / math.sqrt(ee)   # sqrt(eps) relative perturbation
-    for i in range(u.shape[0]):
-        u[i] = Y[i] + d * ew[0, i] if i < n else Y[i]
+    for i in range(n):
+        u[i] = Y[i] + d * ew[0, best * n + i]
     sys_rhs_call(t, tc, u, p, rate, fbuf, None)
     num = 0.0
     for i in range(n):
@@ -798,7 +810,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                     ts_steps += 1
                     if ts_steps % TS_STIFF_EVERY == 0:
                         ist[2] += 1
-                        if hs * jacobian_norm_along(t, tc, Y, p, rate, K, ew, u, Kr) > TS_STIFF_HLAMB:  # Kr: free
+                        if hs * jacobian_norm_along(t, tc, Y, p, rate, K, ew, u, Kr, rtol, atol) > TS_STIFF_HLAMB:  # Kr: free
                             nonstiff = 0
                             stiff_hits += TS_STIFF_EVERY
                             if stiff_hits >= 16:

@@ -57,7 +57,10 @@ class DatasetError(KineticsError, ValueError):
         more = len(self.problems) - max_shown
         tail = f"\n  ... and {more} more" if more > 0 else ""
         n = len(self.problems)
-        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} in the dataset:\n{shown}{tail}")
+        if n == 1:   # one line: "data.csv: file not found: data.csv"
+            super().__init__(f"{source}: {self.problems[0]}")
+        else:
+            super().__init__(f"{source}: {n} problems in the dataset:\n{shown}{tail}")
 
 
 class FitSpecError(KineticsError, ValueError):

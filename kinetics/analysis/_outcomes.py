@@ -34,9 +34,9 @@ from kinetics.analysis._recovery import _nadir, b_cell_recovery_time, bracket_gr
 from kinetics.errors import DoseError, SolverInputError, did_you_mean
 from kinetics.solve import CompiledModel, Dose
 
-__all__ = ["OUTCOMES", "outcome_output", "outcome_unit", "aplasia_duration", "auc_0_28", "autoantibody_reduction", "autoantibody_reduction_d90",
+__all__ = ["OUTCOMES", "aplasia_duration", "auc_0_28", "autoantibody_reduction", "autoantibody_reduction_d90",
            "autoantibody_reduction_d180", "b_cell_nadir", "cmax", "evaluate_outcome", "evaluate_outcomes",
-           "fraction_of_baseline", "igg_fraction_1y", "recovery_time"]
+           "fraction_of_baseline", "igg_fraction_1y", "outcome_output", "outcome_unit", "recovery_time"]
 
 # Solver tolerances of every outcome (those of b_cell_recovery_time). The NCA outcomes pass them to
 # nca_from_model too: a grid sum has the relative error of its terms, so tighter gains nothing.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+import numba
 import numpy as np
 
 from kinetics import codegen
@@ -296,10 +297,8 @@ class CompiledModel:
     def _batch_work(self, n_sets: int, n_doses: int) -> tuple[np.ndarray, ...]:
         """Scratch rows for simulate_batch_kernel (a few contiguous runs of sets per thread, each with its own
         row) and the no-override initial values."""
-        import numba  # imported with the kernels; importing it with kinetics would cost 0.6 s
-
         rows = max(1, min(n_sets, 8 * numba.get_num_threads()))
-        return (*self._work(len(self.state_names), n_doses, rows), np.full(len(self.state_names), np.nan))
+        return (*self._work(len(self.state_names), n_doses, rows), self._initial_override(None))
 
     def _sensitivity_work(self, sdir: np.ndarray, error_control: bool) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's sensitivity work arrays ``(si, sv)`` (layout: "the integrated system" in

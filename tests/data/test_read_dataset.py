@@ -134,3 +134,11 @@ def test_unit_column_is_checked_against_the_model_output(tmp_path):
     bad = read_dataset(write(tmp_path, DOSE.strip() + ",.\n1,1,3,0,0,.,,conc,0,ng/mL\n", header=header, name="b.csv"))
     with pytest.raises(DatasetError, match="line 3, column UNIT: DV is in 'ng/mL' but output 'conc' .* is in 'mg/L'"):
         bad.for_model(kinetics.load_model("oral_1cmt"))
+
+
+def test_a_missing_file_is_one_line_naming_it(tmp_path):
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(DatasetError) as err:
+        read_dataset(missing)
+    assert str(err.value) == f"{missing}: file not found: {missing}"
+    assert err.value.problems == [f"file not found: {missing}"]

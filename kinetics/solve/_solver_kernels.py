@@ -90,13 +90,28 @@ DP_P = np.array([
     [0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423],
 ])
 
-# Stiffness tests: a step is stability-limited when h |lambda| sits near the method's stability boundary on the
-# negative real axis (DP5 3.307, Tsit5 3.507). DP5: Hairer's estimate h ||k7 - k6|| / ||y7 - y6|| against 3.25
-# (dopri5.f). That estimate fails for Tsit5, whose stages satisfy only the first-column simplifying assumption:
-# y7 - y6 keeps an O(h^2) part of the smooth solution, which swamps the stiff part (on y'' + 1001 y' + 1000 y =
-# 0 it read ~1.1 at h |lambda| = 3.5). Tsit5 instead measures |J| along the step's error estimate, which a
-# stability-limited step fills with the stiff modes, by one extra rhs every TS_STIFF_EVERY steps.
-DP_STIFF_HLAMB = 3.25
+# Switching between the explicit pair and Rodas5P (method "auto"), by cost rather than by a stability test alone.
+# A stiff mode limits an explicit step well before h |lambda| reaches the stability boundary (DP5 3.31, Tsit5
+# 3.51): on cart_bench's stiff variant the error test holds Tsit5 at h |lambda| = 2.1-3.2 for 30 days while
+# Rodas5P takes 3-5x longer steps there. So: every STIFF_EVERY accepted explicit steps, |lambda| of the dominant
+# mode is estimated by one power iteration on the Jacobian (one extra rhs, finite difference, warm-started from
+# the previous estimate's vector); when the next step has h |lambda| > STIFF_TRIGGER, that step is taken with
+# Rodas5P as a trial. The stiff method is kept if its controller then proposes a step at least STIFF_COST_RATIO
+# times the explicit one (one Rodas5P step -- Jacobian, sparse LU, 8 stages with solves -- costs ~3 explicit
+# steps on cart_bench: 430 vs 150 ns); otherwise the explicit pair resumes with its own step and the next trial
+# waits STIFF_BACKOFF, then twice as many, accepted steps. While Rodas5P runs, the same power iteration on its
+# exact Jacobian gives |lambda|; the explicit pair takes over again when it could take Rodas5P's next step with
+# h |lambda| < STIFF_RELEASE, far inside its stability region (LSODA switches both ways on similar grounds:
+# Petzold 1983, doi:10.1137/0904010). Hairer's estimate h ||k7 - k6|| / ||y7 - y6|| (dopri5.f) is not used: it
+# read 1.1 where h |lambda| was 2.4 on cart_bench, and it fails for Tsit5 altogether (whose stages satisfy only
+# the first-column simplifying assumption, so y7 - y6 keeps an O(h^2) part of the smooth solution).
+STIFF_EVERY = 8
+STIFF_TRIGGER = 2.5
+STIFF_COST_RATIO = 3.0
+STIFF_RELEASE = 1.0
+STIFF_BACKOFF = 16
+STIFF_TRIAL_STEPS = 4
+STIFF_BACKOFF_MAX = 1024
 
 # --- Tsitouras 5(4) -------------------------------------------------------------
 # Ch. Tsitouras, Runge-Kutta pairs of order 5(4) satisfying only the first column simplifying assumption,
@@ -124,8 +139,6 @@ TS_P = np.array([
     [0.0, -27.896526289197286, 65.09189467479366, -34.87065786149661],
     [0.0, 1.5, -4.0, 2.5],
 ])
-TS_STIFF_HLAMB = 3.45
-TS_STIFF_EVERY = 4
 
 # --- Rodas5P ------------------------------------------------------------------
 RS = _ros.NSTAGES
@@ -435,13 +448,10 @@ def initial_step(t, tc, Y, p, rate, f0, f1, y1, rtol, atol, hmax, ist, sens):
 
 # --- one step of each method --------------------------------------------------------
 @hot_inline_njit
-def erk_step(t, tc, h, Y, p, rate, K, ynew, ystage, A, C, want_stiffness, sens):
+def erk_step(t, tc, h, Y, p, rate, K, ynew, ystage, A, C, sens):
     """One step of a 7-stage FSAL explicit pair (DP5 or Tsit5: tableau A, nodes C); K[0] must hold f(t, Y) on
-    entry; K[6] = f(t+h, ynew) on exit.
-
-    Returns Hairer's stiffness estimate h*|lambda| (dopri5.f) when ``want_stiffness``,
-    else 0. (A loop over stages, not written out: each written-out stage would inline
-    the model's right-hand side again and cost compile time for no measurable speed.)
+    entry; K[6] = f(t+h, ynew) on exit. (A loop over stages, not written out: each written-out stage would
+    inline the model's right-hand side again and cost compile time for no measurable speed.)
     """
     L = state_length(Y, sens)
     for s in range(1, 7):
@@ -454,51 +464,64 @@ def erk_step(t, tc, h, Y, p, rate, K, ynew, ystage, A, C, want_stiffness, sens):
         sys_rhs(t + C[s] * h, tc, out, p, rate, K, s)
         if sens is not None:
             sens_rhs(t + C[s] * h, tc, out, p, sens, K, s)
-    if not want_stiffness:
-        return 0.0
-    # ||k7 - k6|| / ||y7 - y6||, y6 = the stage-6 argument still held in ystage
-    num = 0.0
-    den = 0.0
-    for i in range(L):
-        num += (K[6, i] - K[5, i]) ** 2
-        den += (ynew[i] - ystage[i]) ** 2
-    if den > 0.0:
-        return h * math.sqrt(num / den)
-    return 0.0
 
 
 @hot_njit
-def jacobian_norm_along(t, tc, Y, p, rate, K, ew, u, fbuf, rtol, atol):
-    """||f(y + d e) - f(y)|| / ||d e||, e the n-vector block of the error estimate ew[0] (states or one
-    sensitivity direction: the Jacobian is the same) that dominates the weighted error norm; K[0] holds f(t, Y).
-    The Jacobian's gain along e, ~|lambda| of the stiff modes when they limit the step. 0 if e = 0."""
+def dominant_rate_fd(t, tc, Y, p, rate, f_y, pv, u, fbuf):
+    """|lambda| of the state Jacobian's dominant mode, by one power iteration from pv (updated in place) with
+    J pv ~ (f(Y + d pv) - f(Y)) / d; f_y[0] holds f(t, Y). Units 1/time."""
     n = N_STATES
-    nb = ew.shape[1] // n
-    best = 0
-    best_w = -1.0
-    for blk in range(nb):
-        w = 0.0
-        for i in range(n):
-            v = ew[0, blk * n + i] / (atol[i] + rtol * abs(Y[blk * n + i]))
-            w += v * v
-        if w > best_w:
-            best_w = w
-            best = blk
-    ee = 0.0
+    vv = 0.0
     yy = 0.0
     for i in range(n):
-        ee += ew[0, best * n + i] ** 2
+        vv += pv[i] * pv[i]
         yy += Y[i] * Y[i]
-    if ee == 0.0:
+    if vv == 0.0:
         return 0.0
-    d = 1.4901161193847656e-08 * max(math.sqrt(yy), 1e-8) / math.sqrt(ee)   # sqrt(eps) relative perturbation
+    d = 1.4901161193847656e-08 * max(math.sqrt(yy), 1e-8) / math.sqrt(vv)   # sqrt(eps) relative perturbation
     for i in range(n):
-        u[i] = Y[i] + d * ew[0, best * n + i]
+        u[i] = Y[i] + d * pv[i]
     sys_rhs_call(t, tc, u, p, rate, fbuf, None)
-    num = 0.0
+    ww = 0.0
     for i in range(n):
-        num += (fbuf[0, i] - K[0, i]) ** 2
-    return math.sqrt(num / ee) / d
+        w = (fbuf[0, i] - f_y[0, i]) / d
+        pv[i] = w
+        ww += w * w
+    return power_step_finish(pv, ww, vv)
+
+
+@hot_njit
+def dominant_rate_exact(jw, pv, w):
+    """As :func:`dominant_rate_fd`, with the Jacobian jw at hand."""
+    n = N_STATES
+    vv = 0.0
+    for i in range(n):
+        vv += pv[i] * pv[i]
+    if vv == 0.0:
+        return 0.0
+    ww = 0.0
+    for i in range(n):
+        acc = 0.0
+        for j in range(n):
+            acc += jw[i, j] * pv[j]
+        w[i] = acc
+        ww += acc * acc
+    for i in range(n):
+        pv[i] = w[i]
+    return power_step_finish(pv, ww, vv)
+
+
+@hot_njit
+def power_step_finish(pv, ww, vv):
+    """|J v| / |v| for the new iterate pv = J v (|J v|^2 = ww, |v|^2 = vv); pv normalised (reseeded if 0)."""
+    if not (ww > 0.0) or not math.isfinite(ww):
+        for i in range(N_STATES):
+            pv[i] = 1.0
+        return 0.0
+    inv = 1.0 / math.sqrt(ww)
+    for i in range(N_STATES):
+        pv[i] *= inv
+    return math.sqrt(ww / vv)
 
 
 @hot_inline_njit
@@ -654,11 +677,13 @@ def locate_event(method, t, h, Y0, Y1, K, Kr, p, ev_out, ev_level, ev_dir, th_a,
 # --- integrate one segment without discontinuities -------------------------------------
 @hot_njit
 def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out, ev_level, ev_dir,
-                      ev_after, ev_g, K, Kr, ew, ynew, u, dT, jw, wmat, piv, ybuf, obuf, ist, fst, sens):
+                      ev_after, ev_g, K, Kr, ew, ynew, u, dT, jw, wmat, piv, ybuf, obuf, pv, ist, fst, sens):
     """Advance Y from ta to tb, storing outputs at times[io:] < tb. Returns (io, h).
 
     ``ev_g[0]`` carries the event function's last value (nan before ``ev_after``).
-    On failure ist[5] is set and the function returns early.
+    On failure ist[5] is set and the function returns early. With method auto (fst[3] < 0) the
+    explicit pair and Rodas5P take over from each other as described at STIFF_EVERY; ``pv`` carries the
+    power iteration's vector from step to step.
     """
     L = state_length(Y, sens)
     nerr = error_length(L, sens)
@@ -666,9 +691,14 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
     nt = times.shape[0]
     reject = False
     fsal = False
-    stiff_hits = 0
-    nonstiff = 0
-    ts_steps = 0
+    auto = fst[3] < 0.0
+    n_explicit = 0        # accepted explicit steps in this segment
+    wait = STIFF_BACKOFF  # explicit steps before the next trial of the stiff method may be made
+    backoff = STIFF_BACKOFF
+    trial = False         # this step is Rodas5P's trial
+    h_explicit = 0.0      # the explicit pair's own proposal for the trial step
+    t_trial = 0.0
+    trial_steps = 0       # accepted steps of the trial
     # why the last attempts failed: STATUS_SUCCESS (error test only), STATUS_NONFINITE or STATUS_SINGULAR
     fail_status = STATUS_SUCCESS
     while t < tb:
@@ -706,13 +736,20 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 tab_a, tab_c, tab_e = TS_A, TS_C, TS_E
             else:
                 tab_a, tab_c, tab_e = DP_A, DP_C, DP_E
-            hlamb = erk_step(t, tc, hs, Y, p, rate, K, ynew, u, tab_a, tab_c, fst[3] < 0.0 and method == METHOD_DOPRI5,
-                             sens)
+            erk_step(t, tc, hs, Y, p, rate, K, ynew, u, tab_a, tab_c, sens)
             erk_error(hs, K, tab_e, ew)
             ist[2] += 6
             err = err_norm(ew, 0, Y, ynew, rtol, atol, nerr)
         if not math.isfinite(err):
             ist[1] += 1
+            if trial:
+                # the trial failed: the explicit pair takes the step it proposed (K[0] still holds f(t, Y))
+                trial = False
+                ist[6] = METHOD_TSIT5
+                h = h_explicit
+                wait = backoff
+                backoff = min(2 * backoff, STIFF_BACKOFF_MAX)
+                continue
             if fail_status != STATUS_SINGULAR:
                 fail_status = STATUS_NONFINITE
             h = 0.25 * hs
@@ -795,6 +832,26 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 if reject:
                     fac = min(1.0, fac)
                 hnew = hs * fac
+                if trial:
+                    trial_steps += 1
+                    if hnew >= STIFF_COST_RATIO * h_explicit:
+                        trial = False
+                        if math.isnan(fst[1]):
+                            fst[1] = t_trial
+                        backoff = STIFF_BACKOFF
+                    elif trial_steps >= STIFF_TRIAL_STEPS:
+                        trial = False
+                        # not worth its cost: back to the explicit pair, with its own step size
+                        ist[6] = METHOD_TSIT5
+                        fsal = False
+                        hnew = h_explicit
+                        wait = backoff
+                        backoff = min(2 * backoff, STIFF_BACKOFF_MAX)
+                elif auto:
+                    if hnew * dominant_rate_exact(jw, pv, u) < STIFF_RELEASE:
+                        ist[6] = METHOD_TSIT5
+                        fsal = False
+                        wait = STIFF_BACKOFF
             else:
                 for i in range(L):
                     K[0, i] = K[6, i]
@@ -804,34 +861,19 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 hnew = hs * fac
                 if reject:
                     hnew = min(hnew, hs)
-                if fst[3] < 0.0 and method == METHOD_TSIT5:
-                    # every TS_STIFF_EVERY-th step: h times |J| along the step's error vector, which a
-                    # stability-limited step fills with the stiff modes (one extra rhs; see TS_STIFF_HLAMB)
-                    ts_steps += 1
-                    if ts_steps % TS_STIFF_EVERY == 0:
+                if auto:
+                    n_explicit += 1
+                    wait -= 1
+                    if wait <= 0 and n_explicit % STIFF_EVERY == 0:
                         ist[2] += 1
-                        if hs * jacobian_norm_along(t, tc, Y, p, rate, K, ew, u, Kr, rtol, atol) > TS_STIFF_HLAMB:  # Kr: free
-                            nonstiff = 0
-                            stiff_hits += TS_STIFF_EVERY
-                            if stiff_hits >= 16:
-                                ist[6] = METHOD_RODAS5P
-                                fst[1] = t
-                        else:
-                            nonstiff += TS_STIFF_EVERY
-                            if nonstiff >= 8:
-                                stiff_hits = 0
-                elif fst[3] < 0.0:
-                    # Hairer's stiffness detection (dopri5.f)
-                    if hlamb > DP_STIFF_HLAMB:
-                        nonstiff = 0
-                        stiff_hits += 1
-                        if stiff_hits >= 15:
+                        lam = dominant_rate_fd(t, tc, Y, p, rate, K, pv, u, Kr)   # Kr is free here
+                        if hnew * lam > STIFF_TRIGGER:
+                            # the next step is Rodas5P's trial, at the explicit pair's own step size
+                            trial = True
+                            trial_steps = 0
+                            h_explicit = hnew
+                            t_trial = t
                             ist[6] = METHOD_RODAS5P
-                            fst[1] = t
-                    else:
-                        nonstiff += 1
-                        if nonstiff == 6:
-                            stiff_hits = 0
             reject = False
             # a clipped last step says nothing about the natural step size
             if not last or hnew < h:
@@ -844,6 +886,18 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 fac = 1.0 / min(5.0, err ** 0.2 / 0.9)
             h = hs * fac
             reject = True
+            if trial:
+                # the trial failed its error test: the explicit pair takes the step it proposed (K[0] still
+                # holds f(t, Y): Rodas5P works in Kr)
+                trial = False
+                ist[6] = METHOD_TSIT5
+                h = h_explicit
+                reject = False
+                wait = backoff
+                backoff = min(2 * backoff, STIFF_BACKOFF_MAX)
+    if trial:
+        # a trial proposed by the segment's last step: the next segment starts with the explicit pair
+        ist[6] = METHOD_TSIT5
     return io, h
 
 
@@ -925,7 +979,7 @@ def work_lengths(n_components, n_doses):
     (N_STATES x (1 + sensitivity directions)) and ``n_doses`` doses. Plain Python, for the callers."""
     n = N_STATES
     floats = ((15 + RS) * n_components + 2 * n * n + max(N_OUTPUTS, 1) + 1 + max(N_DOSE_TARGETS, 1)
-              + max(N_SWITCHES, 1) + 2 + N_SWITCHES + 2 * n_doses + 2 * n + SCRATCH_LENGTH)
+              + max(N_SWITCHES, 1) + 2 + N_SWITCHES + 2 * n_doses + 3 * n + SCRATCH_LENGTH)
     return floats, n
 
 
@@ -997,6 +1051,8 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     o += n
     rate_prev = work[o:o + nr]
     o += n
+    pv = work[o:o + n]   # the stiffness test's power-iteration vector
+    o += n
     if o + SCRATCH_LENGTH > work.shape[0] or iwork.shape[0] < n:
         raise ValueError("simulate_kernel: work arrays shorter than work_lengths()")
     scratch = work[o:]
@@ -1004,6 +1060,8 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     for i in range(L):
         Y[i] = 0.0
         dT[0, i] = 0.0
+    for i in range(n):
+        pv[i] = 1.0
     for i in range(nr):
         rate[i] = 0.0
         rate_prev[i] = 0.0
@@ -1094,7 +1152,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
             h = initial_step(ta, tc, Y, p, rate, f0, f1, ybuf, rtol, atol, hmax, ist, sens)
         io, h = integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, io, Yout, ev_out,
                                   ev_level, ev_dir, ev_after, ev_g, K, Kr, ew, ynew, u, dT, jw, wmat, piv,
-                                  ybuf, obuf, ist, fst, sens)
+                                  ybuf, obuf, pv, ist, fst, sens)
         if ist[5] != STATUS_SUCCESS or ist[7] == 1:
             break
         tc_prev = tc

@@ -34,6 +34,7 @@ _HERE = Path(__file__).resolve().parent
 _ENGINE_FILES = (_HERE / "_solver_kernels.py", _HERE / "_rosenbrock_tableau.py",
                  _HERE.parent / "codegen" / "_generate.py")
 _DIRECTIONS = {"up": 1, "down": -1, "any": 0}
+_METHOD_NAMES = {code: name for name, code in METHODS.items()}   # kernel code -> method name
 
 
 def _engine_text() -> str:
@@ -329,7 +330,7 @@ class CompiledModel:
             times=_ro(times.copy()), states=_ro(states), outputs=outputs, state_names=self.state_names,
             status=status, message=self._message(status, fst, max_steps),
             n_steps=int(ist[0]), n_rejected=int(ist[1]), n_rhs=int(ist[2]), n_jacobians=int(ist[3]),
-            stiff_from=float(fst[1]), method=method,
+            stiff_from=float(fst[1]), method=method, method_at_end=_METHOD_NAMES.get(int(ist[6]), ""),
         )
 
     def simulate(self, times: Sequence[float] | np.ndarray, params: Mapping[str, float] | np.ndarray | None = None,

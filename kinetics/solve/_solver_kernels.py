@@ -106,11 +106,12 @@ DP_P = np.array([
 # read 1.1 where h |lambda| was 2.4 on cart_bench, and it fails for Tsit5 altogether (whose stages satisfy only
 # the first-column simplifying assumption, so y7 - y6 keeps an O(h^2) part of the smooth solution).
 STIFF_EVERY = 8
-STIFF_TRIGGER = 2.5
+STIFF_TRIGGER = 1.5
 STIFF_COST_RATIO = 3.0
 STIFF_RELEASE = 1.0
 STIFF_BACKOFF = 16
-STIFF_TRIAL_STEPS = 4
+STIFF_TRIAL_STEPS = 6
+STIFF_TRIAL_MIN_GAIN = 2.0
 STIFF_BACKOFF_MAX = 1024
 
 # --- Tsitouras 5(4) -------------------------------------------------------------
@@ -743,7 +744,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
         if not math.isfinite(err):
             ist[1] += 1
             if trial:
-                # the trial failed: the explicit pair takes the step it proposed (K[0] still holds f(t, Y))
+                # the trial failed: the explicit pair takes the step it proposed
                 trial = False
                 ist[6] = METHOD_TSIT5
                 h = h_explicit
@@ -832,6 +833,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 if reject:
                     fac = min(1.0, fac)
                 hnew = hs * fac
+                fsal = False   # K[0] no longer holds f(t, Y) for the explicit pair
                 if trial:
                     trial_steps += 1
                     if hnew >= STIFF_COST_RATIO * h_explicit:
@@ -839,18 +841,16 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                         if math.isnan(fst[1]):
                             fst[1] = t_trial
                         backoff = STIFF_BACKOFF
-                    elif trial_steps >= STIFF_TRIAL_STEPS:
+                    elif trial_steps >= STIFF_TRIAL_STEPS or hnew < STIFF_TRIAL_MIN_GAIN * h_explicit:
+                        # not worth its cost (or, after its first step, not on course to be)
                         trial = False
-                        # not worth its cost: back to the explicit pair, with its own step size
                         ist[6] = METHOD_TSIT5
-                        fsal = False
                         hnew = h_explicit
                         wait = backoff
                         backoff = min(2 * backoff, STIFF_BACKOFF_MAX)
                 elif auto:
                     if hnew * dominant_rate_exact(jw, pv, u) < STIFF_RELEASE:
                         ist[6] = METHOD_TSIT5
-                        fsal = False
                         wait = STIFF_BACKOFF
             else:
                 for i in range(L):
@@ -864,7 +864,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 if auto:
                     n_explicit += 1
                     wait -= 1
-                    if wait <= 0 and n_explicit % STIFF_EVERY == 0:
+                    # (a hand-over cannot pay for its trial within the segment's last few steps)
+                    if wait <= 0 and n_explicit % STIFF_EVERY == 0 and tb - t > STIFF_TRIAL_STEPS * hnew:
                         ist[2] += 1
                         lam = dominant_rate_fd(t, tc, Y, p, rate, K, pv, u, Kr)   # Kr is free here
                         if hnew * lam > STIFF_TRIGGER:
@@ -887,8 +888,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             h = hs * fac
             reject = True
             if trial:
-                # the trial failed its error test: the explicit pair takes the step it proposed (K[0] still
-                # holds f(t, Y): Rodas5P works in Kr)
+                # the trial failed its error test: the explicit pair takes the step it proposed
                 trial = False
                 ist[6] = METHOD_TSIT5
                 h = h_explicit

@@ -124,8 +124,9 @@ class Simulation:
     n_rejected: int
     n_rhs: int
     n_jacobians: int
-    stiff_from: float = math.nan
-    method: str = "auto"
+    stiff_from: float = math.nan   # time of the first hand-over to the stiff method (method auto); nan if none
+    method: str = "auto"           # the method asked for
+    method_at_end: str = ""        # the method that took the last step (auto: "tsit5" or "rodas5p")
 
     @property
     def success(self) -> bool:
@@ -144,9 +145,10 @@ class Simulation:
     def summary(self) -> str:
         """A few lines for people."""
         stiff = f", stiff method from t={self.stiff_from:.4g}" if math.isfinite(self.stiff_from) else ""
+        end = f", {self.method_at_end} at the end" if self.method_at_end and self.method_at_end != self.method else ""
         return (f"Simulation: {self.message}; {len(self.times)} output times, {self.n_steps} steps "
                 f"({self.n_rejected} rejected), {self.n_rhs} rhs evaluations, {self.n_jacobians} Jacobians"
-                f" [{self.method}{stiff}]")
+                f" [{self.method}{stiff}{end}]")
 
     def __repr__(self) -> str:
         return f"<{self.summary()}>"

@@ -35,3 +35,22 @@ def test_batch_sets_sharing_a_work_row_equal_single_solves():
     for i in (0, 1, 17, 49):
         one = m.simulate(t, params=P[i], doses=doses[i], rtol=1e-8, atol=1e-10)
         np.testing.assert_array_equal(batch.outputs[i, :, 0], one.outputs["conc"])
+
+
+def test_the_step_size_controllers_fifth_root_matches_pow_over_every_binade():
+    # inv_fifth_root replaces x ** -0.2 (pow) in the controllers; reference: numpy's power, over 1e-300..1e300
+    # (every exponent residue mod 5) and densely where the controllers use it (1e-5..1e4)
+    from numba import njit
+
+    inv_fifth_root = kinetics.load_model("oral_1cmt").kernels.inv_fifth_root
+
+    @njit
+    def many(x):
+        out = np.empty_like(x)
+        for i in range(x.shape[0]):
+            out[i] = inv_fifth_root(x[i])
+        return out
+
+    x = np.concatenate([np.logspace(-300, 300, 6001), np.logspace(-5, 4, 20001), [1.0, 0.5, 2.0, 32.0, 1 / 32]])
+    rel = np.abs(many(x) / np.power(x, -0.2) - 1.0)
+    assert rel.max() < 4e-5

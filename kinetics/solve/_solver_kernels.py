@@ -32,7 +32,7 @@ parameter ``sdir[k]`` if ``sdir[k] < np``, else the initial value of state
 (0 = bolus, > 0 = zero-order infusion), ``dose_tgt[nd]`` (dose-target index),
 ``dose_state[nd]`` (state index). Counters ``ist[8]``: accepted steps, rejected
 steps, rhs evaluations, Jacobians, LU factorisations, status, method in use at the
-end, event found (0/1). Floats ``fst[5]``: time of failure, time of the hand-over
+end, event found (0/1). Floats ``fst[5]``: time of failure, time of the first hand-over
 to the stiff method (nan if none), event time (nan if none), last step size, index of the
 non-negative state whose rate was negative at 0 (STATUS_NEGATIVE_RATE; else -1).
 """

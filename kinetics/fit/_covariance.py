@@ -8,21 +8,26 @@ model linearised at the conditional modes (Monolix's linearization; robust where
 kinks, see :mod:`kinetics.fit._linearised`); ``"stochastic"`` = the inverse observed information by
 Louis' principle, estimated from MH samples of the individual parameters with the exact (M3)
 likelihood and no linearisation (Monolix's stochastic approximation; see
-:mod:`kinetics.fit._stochastic_information`). A matrix that is not positive definite is reported as
+:mod:`kinetics.fit._stochastic_information`); ``"stochastic_s"`` and ``"stochastic_sandwich"`` = S^-1 and
+R^-1 S R^-1 with both matrices from those samples (S from the subjects' exact marginal scores
+``E[d log p(y_i, u_i) / dx | y_i]``, Fisher's identity). A matrix that is not positive definite is reported as
 such and no standard errors are computed from it: nothing is "corrected".
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from kinetics.fit._saem import SaemOptions
 
-__all__ = ["CovarianceResult", "covariance_step", "COVARIANCE_KINDS"]
+__all__ = ["CovarianceResult", "covariance_step", "COVARIANCE_KINDS", "STOCHASTIC_KINDS"]
 
-COVARIANCE_KINDS = ("sandwich", "r", "s", "linearised", "stochastic")
+COVARIANCE_KINDS = ("sandwich", "r", "s", "linearised", "stochastic", "stochastic_s", "stochastic_sandwich")
+#: the kinds sampled with the SAEM kernels (every estimated parameter needs a random effect)
+STOCHASTIC_KINDS = ("stochastic", "stochastic_s", "stochastic_sandwich")
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class CovarianceResult:
     kind: str
     matrix: np.ndarray | None       # covariance of x; None when the matrix it needs is not positive definite
     r: np.ndarray                   # R (observed information), or the linearised / stochastic information
-    s: np.ndarray | None            # S (score cross-product); None for "linearised" and "stochastic"
+    s: np.ndarray | None            # S (score cross-product); None for "linearised"
     r_eigenvalues: np.ndarray
     s_eigenvalues: np.ndarray       # empty when S was not computed
     message: str
@@ -70,14 +75,15 @@ def covariance_step(objective, x: np.ndarray, kind: str = "sandwich", rel_step: 
     ``"r"``, ``"s"``, ``"sandwich"``: R by central differences of the objective's gradient (relative step
     ``rel_step``), S from the per-subject gradients. ``"linearised"``: linearised Fisher information at the
     conditional modes. ``"stochastic"``: Louis' observed information sampled with the SAEM kernels from the
-    modes (options, iteration counts and seed in ``saem``; defaults when None).
+    modes (options, iteration counts and seed in ``saem``; defaults when None); ``"stochastic_s"``,
+    ``"stochastic_sandwich"``: S and sandwich from the same samples.
     """
     if kind not in COVARIANCE_KINDS:
         raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_KINDS)} or None, got {kind!r}")
     if kind == "linearised":
         return _linearised(objective, x)
-    if kind == "stochastic":
-        return _stochastic(objective, x, saem or SaemOptions())
+    if kind in STOCHASTIC_KINDS:
+        return _stochastic(objective, x, saem or SaemOptions(), kind)
     saved = objective.etas.copy()
     p = x.size
     h = rel_step * np.maximum(1.0, np.abs(x))
@@ -110,15 +116,20 @@ def _linearised(objective, x: np.ndarray) -> CovarianceResult:
                              "a parameter the data do not inform")
 
 
-def _stochastic(objective, x: np.ndarray, opts: SaemOptions) -> CovarianceResult:
+def _stochastic(objective, x: np.ndarray, opts: SaemOptions, kind: str) -> CovarianceResult:
     from kinetics.fit._stochastic_information import stochastic_information
 
     _, modes = objective.modes_at(x)
     res = stochastic_information(objective.problem, x, np.array([m.eta for m in modes]), opts)
-    how = (f"the observed information by stochastic approximation (Louis; M3 likelihood, {res.n_iterations} "
-           f"iterations x {res.n_chains} chains after {res.n_burn} burn-in, seed {res.seed})")
-    return _from_information("stochastic", res.information, how,
-                             "a parameter the data do not inform, or Monte Carlo error: raise n_information")
+    sampled = (f"by stochastic approximation (Louis; M3 likelihood, {res.n_iterations} iterations x "
+               f"{res.n_chains} chains after {res.n_burn} burn-in, seed {res.seed})")
+    if kind != "stochastic":
+        return _assemble(kind.removeprefix("stochastic_"), res.information, res.score_cross, label=kind,
+                         how=f"R and S {sampled}")
+    result = _from_information("stochastic", res.information, f"the observed information {sampled}",
+                               "a parameter the data do not inform, or Monte Carlo error: raise n_information, "
+                               "or use covariance='stochastic_s'")
+    return dataclasses.replace(result, s=res.score_cross, s_eigenvalues=np.linalg.eigvalsh(res.score_cross))
 
 
 def _from_information(kind: str, info: np.ndarray, how: str, why_not_pd: str) -> CovarianceResult:
@@ -140,7 +151,9 @@ def _from_information(kind: str, info: np.ndarray, how: str, why_not_pd: str) ->
                             message=msg)
 
 
-def _assemble(kind: str, r: np.ndarray, s: np.ndarray) -> CovarianceResult:
+def _assemble(kind: str, r: np.ndarray, s: np.ndarray, label: str | None = None, how: str = "") -> CovarianceResult:
+    """Covariance ``kind`` ("r", "s" or "sandwich") from R and S, reported as ``label`` (default ``kind``)."""
+    label = label or kind
     r_ev, s_ev = np.linalg.eigvalsh(r), np.linalg.eigvalsh(s)
     r_ok, s_ok = bool(np.all(r_ev > 0)), bool(np.all(s_ev > 0))
     notes = []
@@ -159,7 +172,7 @@ def _assemble(kind: str, r: np.ndarray, s: np.ndarray) -> CovarianceResult:
         matrix = r_inv @ s @ r_inv
     if matrix is not None:
         matrix = 0.5 * (matrix + matrix.T)
-        msg = f"covariance from {kind}" + (f"; note: {'; '.join(notes)}" if notes else "")
+        msg = f"covariance from {label}" + (f" ({how})" if how else "") + (f"; note: {'; '.join(notes)}" if notes else "")
     else:
-        msg = f"covariance step failed ({kind}): {'; '.join(notes)}; no standard errors"
-    return CovarianceResult(kind=kind, matrix=matrix, r=r, s=s, r_eigenvalues=r_ev, s_eigenvalues=s_ev, message=msg)
+        msg = f"covariance step failed ({label}): {'; '.join(notes)}; no standard errors"
+    return CovarianceResult(kind=label, matrix=matrix, r=r, s=s, r_eigenvalues=r_ev, s_eigenvalues=s_ev, message=msg)

@@ -11,7 +11,7 @@ from scipy import optimize
 
 from kinetics.errors import FitSpecError, did_you_mean
 from kinetics.fit._conditional import OBJECTIVE_METHODS, ConditionalMode, subject_objective
-from kinetics.fit._covariance import COVARIANCE_KINDS, covariance_step
+from kinetics.fit._covariance import COVARIANCE_KINDS, STOCHASTIC_KINDS, covariance_step
 from kinetics.fit._gradient import focei_gradient
 from kinetics.fit._problem import Problem, build_problem
 from kinetics.fit._results import PopulationFit, assemble_fit
@@ -145,7 +145,10 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
         model linearised at the modes, censored rows left out; the default for SAEM), ``"stochastic"``
         (inverse observed information by Louis' principle, sampled with the SAEM kernels from the exact M3
         likelihood without linearisation, as Monolix's "stochastic approximation"; every estimated
-        parameter needs a random effect; Monte Carlo settings and seed in ``saem``) or None (skip the
+        parameter needs a random effect; Monte Carlo settings and seed in ``saem``), ``"stochastic_s"`` /
+        ``"stochastic_sandwich"`` (S^-1 / R^-1 S R^-1 from the same samples, S being the cross-product of the
+        subjects' exact marginal scores: defined where the sampled R is not positive definite, as happens
+        when a variance component is barely identified) or None (skip the
         covariance step). A matrix that is not positive definite gives no standard errors, and the
         result's ``covariance.message`` says so.
     progress
@@ -168,8 +171,8 @@ def fit_population(model, data, *, estimate: Mapping[str, float], random_effects
     if covariance is not None and covariance not in COVARIANCE_KINDS:
         raise FitSpecError(f"covariance must be one of {', '.join(COVARIANCE_KINDS)} or None, got {covariance!r}"
                            f"{did_you_mean(str(covariance), COVARIANCE_KINDS)}")
-    if covariance == "stochastic" and unsupported_reason(problem):
-        raise FitSpecError(f"covariance 'stochastic': {unsupported_reason(problem)}; use covariance='linearised'")
+    if covariance in STOCHASTIC_KINDS and unsupported_reason(problem):
+        raise FitSpecError(f"covariance '{covariance}': {unsupported_reason(problem)}; use covariance='linearised'")
     report = _progress_callback(progress, "conditional -2LL of the samples" if method == "saem" else "OFV")
     if method == "saem":
         return _fit_saem(problem, saem or SaemOptions(), covariance, report, t0)

@@ -55,6 +55,7 @@ class StochasticInformation:
     """Observed information for ``log L`` in the estimation vector ``x``, and how it was sampled."""
 
     information: np.ndarray      # (n_x, n_x)
+    score_cross: np.ndarray      # S = sum_i E[s_i | y_i] E[s_i | y_i]': cross-product of the subjects' marginal scores
     n_iterations: int            # sampling iterations per chain after the burn-in
     n_burn: int
     n_chains: int                # independent chains per subject
@@ -118,8 +119,10 @@ def stochastic_information(problem: Problem, x: np.ndarray, etas: np.ndarray, op
         score_outer += scores[:, :, None] * scores[:, None, :]
         hessian_sum += hessian
     k = opts.n_information
-    info = -hessian_sum / (k * n_chains) - _summed_score_covariance(score_sum / k, score_outer / k, n_chains)
-    return StochasticInformation(0.5 * (info + info.T), k, opts.n_information_burn, n_chains, opts.seed)
+    covariance, cross = _score_moments(score_sum / k, score_outer / k, n_chains)
+    info = -hessian_sum / (k * n_chains) - covariance
+    return StochasticInformation(0.5 * (info + info.T), 0.5 * (cross + cross.T), k, opts.n_information_burn,
+                                 n_chains, opts.seed)
 
 
 def _state_at(problem: Problem, x: np.ndarray, etas: np.ndarray, n_chains: int, rng: np.random.Generator) -> _State:
@@ -136,16 +139,19 @@ def _state_at(problem: Problem, x: np.ndarray, etas: np.ndarray, n_chains: int, 
     return st
 
 
-def _summed_score_covariance(mean: np.ndarray, outer: np.ndarray, n_chains: int) -> np.ndarray:
-    """``sum_i Cov[s_i | y_i]`` from per-chain means of ``s`` and ``s s'`` (chain-major rows).
+def _score_moments(mean: np.ndarray, outer: np.ndarray, n_chains: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sum_i Cov[s_i | y_i], sum_i E[s_i | y_i] E[s_i | y_i]')`` from per-chain means of the complete-data
+    score ``s`` and of ``s s'`` (chain-major rows).
 
     ``E[s] E[s]'`` is estimated by ``sum_{a != b} m_a m_b' / (C (C - 1))`` over chains ``a, b``.
+    ``E[s_i | y_i]`` is subject i's score of the marginal likelihood (Fisher's identity), so the second
+    matrix is the S matrix (cross-product of the subjects' scores) of the exact M3 likelihood.
     """
     c, p = n_chains, mean.shape[1]
     m = mean.reshape(c, -1, p)                        # (chains, subjects, p)
     total = m.sum(axis=0)
     cross = (np.einsum("ip,iq->pq", total, total) - np.einsum("cip,ciq->pq", m, m)) / (c * (c - 1))
-    return outer.sum(axis=0) / c - cross
+    return outer.sum(axis=0) / c - cross, cross
 
 
 def _complete_data_derivatives(st: _State, d_omega: np.ndarray, d2_omega: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,24 +60,29 @@ def intercept_spec(covariate: bool, full: bool) -> dict:
             "random_effects": {"omega": [[OMEGA2]], "names": ["P"]} if full else SPEC["random_effects"]}
 
 
-def marginal_loglik(problem, x: np.ndarray) -> float:
-    """Exact log L (up to a constant) of the random-intercept model at ``x``: multivariate normal per subject,
-    or a 120-node Gauss-Hermite integral over eta where values are censored (the integrand is smooth)."""
+def subject_logliks(problem, x: np.ndarray) -> np.ndarray:
+    """Exact log L_i (up to a constant) of each subject of the random-intercept model at ``x``: multivariate
+    normal, or a 120-node Gauss-Hermite integral over eta where values are censored (the integrand is smooth)."""
     theta, beta, omega, sigmas = problem.split(x)
     om2, sd = omega[0, 0], sigmas[0][0]
     t, w = np.polynomial.hermite.hermgauss(120)
     eta = np.sqrt(2.0 * om2) * t
-    total = 0.0
+    out = []
     for s in problem.subjects:
         y, cens = s.y, s.data.cens
         mu = np.log(theta[0]) + (s.covariate_shift[0] @ beta if beta.size else 0.0)
         if not cens.any():
-            total += stats.multivariate_normal(np.full(y.size, mu), sd ** 2 * np.eye(y.size) + om2).logpdf(y)
+            out.append(stats.multivariate_normal(np.full(y.size, mu), sd ** 2 * np.eye(y.size) + om2).logpdf(y))
             continue
         z = (y[:, None] - mu - eta[None, :]) / sd
         terms = np.where(cens[:, None] == 1, special.log_ndtr(z), stats.norm.logpdf(z) - np.log(sd))
-        total += special.logsumexp(np.log(w) + terms.sum(axis=0)) - 0.5 * np.log(np.pi)
-    return float(total)
+        out.append(special.logsumexp(np.log(w) + terms.sum(axis=0)) - 0.5 * np.log(np.pi))
+    return np.array(out)
+
+
+def marginal_loglik(problem, x: np.ndarray) -> float:
+    """Exact log L (up to a constant) of the random-intercept model at ``x``."""
+    return float(subject_logliks(problem, x).sum())
 
 
 def observed_information(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
@@ -112,7 +117,7 @@ def test_random_intercept_information_matches_the_exact_observed_information(int
     assert fit.success, fit.message
     assert (fit.n_censored > 20) == censored
     cov = fit.covariance
-    assert cov.kind == "stochastic" and cov.success and cov.s is None and cov.r_positive_definite
+    assert cov.kind == "stochastic" and cov.success and cov.r_positive_definite
     assert "M3 likelihood" in cov.message
     # Louis' identity holds at any x; here at the FOCE-I estimates (the MLE without censoring)
     problem = build_problem(intercept_model, data, **{k: v for k, v in spec.items() if k != "random_effects"},
@@ -123,6 +128,11 @@ def test_random_intercept_information_matches_the_exact_observed_information(int
     np.testing.assert_allclose(cov.standard_errors(), np.sqrt(np.diag(np.linalg.inv(exact))), rtol=0.05)
     np.testing.assert_allclose(np.diag(cov.r), np.diag(exact), rtol=0.05)
     assert np.isfinite(fit.estimates["rse_percent"]).all() and np.isfinite(fit.estimates["ci_low"]).all()
+    # S: the cross-product of the subjects' exact scores d log L_i / dx (central differences of the exact log L_i)
+    h = 1e-5
+    scores = np.stack([(subject_logliks(problem, fit.x + e) - subject_logliks(problem, fit.x - e)) / (2 * h)
+                       for e in np.eye(fit.x.size) * h], axis=1)
+    np.testing.assert_allclose(cov.s, scores.T @ scores, rtol=0.1, atol=0.02 * np.abs(np.diag(scores.T @ scores)).max())
 
 
 def test_stochastic_information_is_reproducible_with_a_seed(intercept_model):
@@ -175,7 +185,28 @@ def test_theophylline_stochastic_standard_errors_match_nlmixr2(theoph_stochastic
     est = fit.estimates.set_index("name")
     np.testing.assert_allclose(est.loc[["ka", "CL", "V"], "se"], [0.196, 0.0853, 0.0454], rtol=0.15)
     assert est.loc["conc.add", "se_natural"] == pytest.approx(0.04951, rel=0.15)
-    assert "stochastic approximation" in fit.summary() and "information eigenvalues" in fit.summary()
+    assert "stochastic approximation" in fit.summary() and "R eigenvalues" in fit.summary()
+    assert "S positive definite: True" in fit.summary()   # S from the same samples
+
+
+@pytest.mark.parametrize("kind", ["stochastic_s", "stochastic_sandwich"])
+def test_s_and_sandwich_come_from_the_same_samples_as_the_information(oral, theoph, theoph_stochastic, kind):
+    # same SAEM seed and information seed as the fixture: the same R and S, assembled as S^-1 or R^-1 S R^-1
+    fit = fit_population(oral, theoph, estimate={"ka": np.exp(0.45), "CL": np.exp(1.0), "V": np.exp(3.45)},
+                         random_effects={"ka": 0.6, "CL": 0.3, "V": 0.1},
+                         error={"conc": {"kind": "additive", "add": 0.7}}, method="saem", covariance=kind)
+    cov, ref = fit.covariance, theoph_stochastic.covariance
+    assert cov.kind == kind and cov.success and kind in cov.message and "stochastic approximation" in cov.message
+    np.testing.assert_allclose(cov.r, ref.r)
+    np.testing.assert_allclose(cov.s, ref.s)
+    r_inv = np.linalg.inv(ref.r)
+    expected = np.linalg.inv(ref.s) if kind == "stochastic_s" else r_inv @ ref.s @ r_inv
+    np.testing.assert_allclose(cov.matrix, expected, rtol=1e-10)
+    if kind == "stochastic_sandwich":
+        # a correct model: S and R estimate the same information, and the sandwich's SEs stay near R's (measured
+        # 0.75-1.9x). S^-1 alone is poorly determined with 12 subjects for 7 parameters: its SEs were 1.5-5x R's
+        ratio = cov.standard_errors() / ref.standard_errors()
+        assert np.all((ratio > 0.4) & (ratio < 2.5)), ratio
 
 
 # -- errors ---------------------------------------------------------------------------------------------------
@@ -186,10 +217,11 @@ def test_bad_information_options_are_refused(field, value):
         SaemOptions(**{field: value})
 
 
-def test_parameter_without_random_effect_is_refused_before_fitting(oral, theoph):
-    with pytest.raises(FitSpecError, match="'ka' has none.*use covariance='linearised'"):
+@pytest.mark.parametrize("kind", ["stochastic", "stochastic_s", "stochastic_sandwich"])
+def test_parameter_without_random_effect_is_refused_before_fitting(oral, theoph, kind):
+    with pytest.raises(FitSpecError, match=f"covariance '{kind}'.*'ka' has none.*use covariance='linearised'"):
         fit_population(oral, theoph, estimate={"ka": 1.5, "CL": 2.7, "V": 31.0}, random_effects={"CL": 0.1},
-                       error={"conc": "additive"}, method="saem", covariance="stochastic")
+                       error={"conc": "additive"}, method="saem", covariance=kind)
 
 
 def test_unknown_covariance_kind_is_refused_before_fitting(oral, theoph):

@@ -123,12 +123,16 @@ def _stochastic(objective, x: np.ndarray, opts: SaemOptions, kind: str) -> Covar
     res = stochastic_information(objective.problem, x, np.array([m.eta for m in modes]), opts)
     sampled = (f"by stochastic approximation (Louis; M3 likelihood, {res.n_iterations} iterations x "
                f"{res.n_chains} chains after {res.n_burn} burn-in, seed {res.seed})")
-    if kind != "stochastic":
+    finite = bool(np.all(np.isfinite(res.information)) and np.all(np.isfinite(res.score_cross)))
+    if kind != "stochastic" and finite:
         return _assemble(kind.removeprefix("stochastic_"), res.information, res.score_cross, label=kind,
                          how=f"R and S {sampled}")
-    result = _from_information("stochastic", res.information, f"the observed information {sampled}",
+    result = _from_information(kind, res.information if finite else np.full_like(res.information, np.nan),
+                               f"the observed information {sampled}",
                                "a parameter the data do not inform, or Monte Carlo error: raise n_information, "
                                "or use covariance='stochastic_s'")
+    if not finite:
+        return result
     return dataclasses.replace(result, s=res.score_cross, s_eigenvalues=np.linalg.eigvalsh(res.score_cross))
 
 

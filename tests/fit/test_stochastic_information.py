@@ -237,3 +237,24 @@ def test_non_positive_definite_information_gives_no_standard_errors():
     assert np.isnan(cov.standard_errors()).all() and cov.condition_number == np.inf
     cov = _from_information("stochastic", np.array([[np.nan]]), "a test matrix", "Monte Carlo error")
     assert not cov.success and "not finite" in cov.message and np.isnan(cov.standard_errors()).all()
+
+
+@pytest.mark.parametrize("kind", ["stochastic", "stochastic_s", "stochastic_sandwich"])
+def test_non_finite_samples_give_no_standard_errors_for_every_stochastic_kind(monkeypatch, kind):
+    # a subject whose solves all failed makes the sampled R and S non-finite: reported, never inverted
+    import kinetics.fit._stochastic_information as sampled
+    from kinetics.fit._covariance import covariance_step
+
+    bad = np.array([[np.nan, 0.0], [0.0, 1.0]])
+    monkeypatch.setattr(sampled, "stochastic_information", lambda *a, **k: sampled.StochasticInformation(
+        bad, bad, 10, 5, 2, 0))
+
+    class Objective:
+        problem = None
+
+        def modes_at(self, x):
+            return None, []
+
+    cov = covariance_step(Objective(), np.zeros(2), kind)
+    assert cov.kind == kind and not cov.success and "not finite" in cov.message
+    assert np.isnan(cov.standard_errors()).all()

@@ -123,17 +123,17 @@ def _stochastic(objective, x: np.ndarray, opts: SaemOptions, kind: str) -> Covar
     res = stochastic_information(objective.problem, x, np.array([m.eta for m in modes]), opts)
     sampled = (f"by stochastic approximation (Louis; M3 likelihood, {res.n_iterations} iterations x "
                f"{res.n_chains} chains after {res.n_burn} burn-in, seed {res.seed})")
-    finite = bool(np.all(np.isfinite(res.information)) and np.all(np.isfinite(res.score_cross)))
-    if kind != "stochastic" and finite:
-        return _assemble(kind.removeprefix("stochastic_"), res.information, res.score_cross, label=kind,
-                         how=f"R and S {sampled}")
-    result = _from_information(kind, res.information if finite else np.full_like(res.information, np.nan),
-                               f"the observed information {sampled}",
+    info, s = res.information, res.score_cross
+    if not np.all(np.isfinite(s)):
+        info = np.full_like(info, np.nan)    # reported as not finite by _from_information, whatever the kind
+    if kind != "stochastic" and np.all(np.isfinite(info)):
+        return _assemble(kind.removeprefix("stochastic_"), info, s, label=kind, how=f"R and S {sampled}")
+    result = _from_information(kind, info, f"the observed information {sampled}",
                                "a parameter the data do not inform, or Monte Carlo error: raise n_information, "
                                "or use covariance='stochastic_s'")
-    if not finite:
+    if not np.all(np.isfinite(info)):
         return result
-    return dataclasses.replace(result, s=res.score_cross, s_eigenvalues=np.linalg.eigvalsh(res.score_cross))
+    return dataclasses.replace(result, s=s, s_eigenvalues=np.linalg.eigvalsh(s))
 
 
 def _from_information(kind: str, info: np.ndarray, how: str, why_not_pd: str) -> CovarianceResult:

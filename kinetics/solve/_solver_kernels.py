@@ -112,6 +112,7 @@ STIFF_BACKOFF = 16
 STIFF_TRIAL_STEPS = 6
 STIFF_TRIAL_MIN_GAIN = 2.0
 STIFF_BACKOFF_MAX = 1024
+AUTO_EXPLICIT = METHOD_TSIT5   # auto's explicit pair
 
 # --- Tsitouras 5(4) -------------------------------------------------------------
 # Ch. Tsitouras, Runge-Kutta pairs of order 5(4) satisfying only the first column simplifying assumption,
@@ -495,60 +496,65 @@ def erk_step(t, tc, h, Y, p, rate, K, ynew, ystage, A, C, sens):
 
 @hot_njit
 def dominant_rate_fd(t, tc, Y, p, rate, f_y, pv, u, fbuf):
-    """|lambda| of the state Jacobian's dominant mode, by one power iteration from pv (updated in place) with
-    J pv ~ (f(Y + d pv) - f(Y)) / d; f_y[0] holds f(t, Y). Units 1/time."""
+    """|lambda| of the state Jacobian's dominant mode, by one power iteration from the unit vector pv (updated
+    in place) with J pv ~ (f(Y + d pv) - f(Y)) / d; f_y[0] holds f(t, Y). Units 1/time."""
     n = N_STATES
-    vv = 0.0
     yy = 0.0
     for i in range(n):
-        vv += pv[i] * pv[i]
         yy += Y[i] * Y[i]
-    if vv == 0.0:
-        return 0.0
-    d = 1.4901161193847656e-08 * max(math.sqrt(yy), 1e-8) / math.sqrt(vv)   # sqrt(eps) relative perturbation
+    d = 1.4901161193847656e-08 * max(math.sqrt(yy), 1e-8)   # sqrt(eps) relative perturbation
     for i in range(n):
         u[i] = Y[i] + d * pv[i]
     sys_rhs_call(t, tc, u, p, rate, fbuf, None)
-    ww = 0.0
     for i in range(n):
-        w = (fbuf[0, i] - f_y[0, i]) / d
-        pv[i] = w
-        ww += w * w
-    return power_step_finish(pv, ww, vv)
+        pv[i] = (fbuf[0, i] - f_y[0, i]) / d
+    return normalise_power_vector(pv)
 
 
 @hot_njit
 def dominant_rate_exact(jw, pv, w):
-    """As :func:`dominant_rate_fd`, with the Jacobian jw at hand."""
+    """As :func:`dominant_rate_fd`, with the Jacobian jw at hand (w: n scratch)."""
     n = N_STATES
-    vv = 0.0
-    for i in range(n):
-        vv += pv[i] * pv[i]
-    if vv == 0.0:
-        return 0.0
-    ww = 0.0
     for i in range(n):
         acc = 0.0
         for j in range(n):
             acc += jw[i, j] * pv[j]
         w[i] = acc
-        ww += acc * acc
     for i in range(n):
         pv[i] = w[i]
-    return power_step_finish(pv, ww, vv)
+    return normalise_power_vector(pv)
 
 
 @hot_njit
-def power_step_finish(pv, ww, vv):
-    """|J v| / |v| for the new iterate pv = J v (|J v|^2 = ww, |v|^2 = vv); pv normalised (reseeded if 0)."""
+def normalise_power_vector(pv):
+    """|pv| (= |J v| for the unit vector v it was computed from); pv scaled to unit length, or reset to the
+    uniform unit vector if it is zero or not finite."""
+    n = N_STATES
+    ww = 0.0
+    for i in range(n):
+        ww += pv[i] * pv[i]
     if not (ww > 0.0) or not math.isfinite(ww):
-        for i in range(N_STATES):
-            pv[i] = 1.0
+        reset_power_vector(pv)
         return 0.0
-    inv = 1.0 / math.sqrt(ww)
+    norm = math.sqrt(ww)
+    for i in range(n):
+        pv[i] /= norm
+    return norm
+
+
+@hot_njit
+def reset_power_vector(pv):
+    """The power iteration's start: the uniform unit vector."""
     for i in range(N_STATES):
-        pv[i] *= inv
-    return math.sqrt(ww / vv)
+        pv[i] = 1.0 / math.sqrt(N_STATES)
+
+
+@hot_njit
+def decline_trial(ist, backoff):
+    """A trial of the stiff method that is not kept: the explicit pair resumes; returns (explicit steps until
+    the next trial may be made, the backoff after that)."""
+    ist[6] = AUTO_EXPLICIT
+    return backoff, min(2 * backoff, STIFF_BACKOFF_MAX)
 
 
 @hot_inline_njit
@@ -772,10 +778,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             if trial:
                 # the trial failed: the explicit pair takes the step it proposed
                 trial = False
-                ist[6] = METHOD_TSIT5
                 h = h_explicit
-                wait = backoff
-                backoff = min(2 * backoff, STIFF_BACKOFF_MAX)
+                wait, backoff = decline_trial(ist, backoff)
                 continue
             if fail_status != STATUS_SINGULAR:
                 fail_status = STATUS_NONFINITE
@@ -870,13 +874,11 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                     elif trial_steps >= STIFF_TRIAL_STEPS or hnew < STIFF_TRIAL_MIN_GAIN * h_explicit:
                         # not worth its cost (or, after its first step, not on course to be)
                         trial = False
-                        ist[6] = METHOD_TSIT5
                         hnew = h_explicit
-                        wait = backoff
-                        backoff = min(2 * backoff, STIFF_BACKOFF_MAX)
+                        wait, backoff = decline_trial(ist, backoff)
                 elif auto:
                     if hnew * dominant_rate_exact(jw, pv, u) < STIFF_RELEASE:
-                        ist[6] = METHOD_TSIT5
+                        ist[6] = AUTO_EXPLICIT
                         wait = STIFF_BACKOFF
             else:
                 for i in range(L):
@@ -916,14 +918,12 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
             if trial:
                 # the trial failed its error test: the explicit pair takes the step it proposed
                 trial = False
-                ist[6] = METHOD_TSIT5
                 h = h_explicit
                 reject = False
-                wait = backoff
-                backoff = min(2 * backoff, STIFF_BACKOFF_MAX)
+                wait, backoff = decline_trial(ist, backoff)
     if trial:
         # a trial proposed by the segment's last step: the next segment starts with the explicit pair
-        ist[6] = METHOD_TSIT5
+        ist[6] = AUTO_EXPLICIT
     return io, h
 
 
@@ -1039,7 +1039,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     o += 7 * L
     Kr = work[o:o + RS * L].reshape((RS, L))
     o += RS * L
-    ew = work[o:o + L].reshape((1, L))  # DP5 error estimate
+    ew = work[o:o + L].reshape((1, L))  # the explicit pair's error estimate
     o += L
     ynew = work[o:o + L]
     o += L
@@ -1086,8 +1086,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     for i in range(L):
         Y[i] = 0.0
         dT[0, i] = 0.0
-    for i in range(n):
-        pv[i] = 1.0
+    reset_power_vector(pv)
     for i in range(nr):
         rate[i] = 0.0
         rate_prev[i] = 0.0
@@ -1105,7 +1104,7 @@ def simulate_kernel(p, y0_override, sens, times, t0, t_end, dose_time, dose_amt,
     fst[2] = math.nan
     fst[4] = -1.0
     if method == METHOD_AUTO:
-        ist[6] = METHOD_TSIT5
+        ist[6] = AUTO_EXPLICIT
         fst[3] = -1.0
     else:
         ist[6] = method

@@ -31,14 +31,21 @@ from kinetics.solve._types import (
 __all__ = ["CompiledModel", "compile_model", "load_model"]
 
 _HERE = Path(__file__).resolve().parent
-_ENGINE_FILES = (_HERE / "_solver_kernels.py", _HERE / "_rosenbrock_tableau.py",
-                 _HERE.parent / "codegen" / "_generate.py")
+_NUMERICS_FILES = (_HERE / "_numerics.py", _HERE / "_rosenbrock_tableau.py")
+_ENGINE_FILES = (*_NUMERICS_FILES, _HERE / "_solver_kernels.py", _HERE.parent / "codegen" / "_generate.py")
 _DIRECTIONS = {"up": 1, "down": -1, "any": 0}
 _METHOD_NAMES = {code: name for name, code in METHODS.items()}   # kernel code -> method name
 
 
 def _engine_text() -> str:
     return "\n".join(p.read_text() for p in _ENGINE_FILES)
+
+
+def _numerics_module() -> ModuleType:
+    """The model-independent solver helpers (``_numerics.py``), imported from the cache directory, where numba
+    keeps their compiled code for every model."""
+    key = codegen.cache_key(*(p.read_text() for p in _NUMERICS_FILES))
+    return codegen.load_module(f"engine_{key}", (_HERE / "_numerics.py").read_text)
 
 
 def load_model(name_or_path: str | os.PathLike[str]) -> CompiledModel:
@@ -111,10 +118,11 @@ class CompiledModel:
         """The generated numba module (generated and imported on first use)."""
         mod = self._cache.get("module")
         if mod is None:
+            numerics = _numerics_module()
             key = codegen.cache_key(codegen.model_fingerprint(self.model), _engine_text())
             kernel_text = (_HERE / "_solver_kernels.py").read_text()
-            mod = codegen.load_module(key, lambda: codegen.generate_model_source(self.model) + "\n\n"
-                                      + kernel_text)
+            mod = codegen.load_module(key, lambda: codegen.generate_model_source(self.model)
+                                      + f"\n\nfrom {numerics.__name__} import *  # noqa: F403\n\n" + kernel_text)
             self._cache["module"] = mod
         return mod  # type: ignore[return-value]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,32 @@ def test_undefined_jacobian_is_reported_as_singular_iteration_matrix():
     sim = model.simulate([1.0], method="rodas5p")
     assert sim.status is kinetics.SolveStatus.SINGULAR
     assert "Jacobian" in sim.message and "t=0" in sim.message
+
+
+def test_a_new_model_reuses_the_solver_helpers_compiled_for_another(tmp_path):
+    """The model-independent solver helpers (kinetics/solve/_numerics.py) are compiled once per cache
+    directory: a process compiling a second model loads every one it uses from numba's cache (a helper
+    compiled again, e.g. for a model-specific literal argument, would cost every model's first solve)."""
+    code = (
+        "import sys, numba, kinetics\n"
+        "from kinetics.solve._compiled import _numerics_module\n"
+        "m = kinetics.load_model(sys.argv[1])\n"
+        "m.simulate([1.0, 2.0], doses=[kinetics.Dose(0.0, 1.0, m.dose_target_names[0])])\n"
+        "engine = [f for f in vars(_numerics_module()).values() if isinstance(f, numba.core.dispatcher.Dispatcher)]\n"
+        "hits = sum(sum(f.stats.cache_hits.values()) for f in engine)\n"
+        "misses = [f.__name__ for f in engine if sum(f.stats.cache_misses.values())]\n"
+        "print(sum(m.kernels.simulate_kernel.stats.cache_misses.values()), hits, ','.join(misses) or '-')\n"
+    )
+    env = {**os.environ, "KINETICS_CACHE_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[2]
+
+    def run(model: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code, model], capture_output=True, text=True, check=True,
+                             cwd=root, env=env)
+        return out.stdout.split()[-3:]
+
+    first = run("oral_1cmt")
+    assert first[0] == "1" and first[2] != "-"   # fresh cache: the model and the helpers are compiled
+    kernel_misses, helper_hits, helpers_compiled = run("iv_1cmt")
+    assert kernel_misses == "1"                    # the second model is compiled ...
+    assert int(helper_hits) > 0 and helpers_compiled == "-"   # ... against the cached helpers

@@ -49,8 +49,9 @@ from numba import njit, prange
 
 #: Helpers that allocate nothing are compiled without numba's reference counting (``_nrt=False``; why: see
 #: ``engine_njit`` in _numerics.py).
-hot_njit = njit(error_model='numpy', no_cpython_wrapper=True, _nrt=False)
-hot_inline_njit = njit(error_model='numpy', no_cpython_wrapper=True, _nrt=False, forceinline=True)
+hot_njit = njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)
+hot_inline_njit = njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False,
+                       forceinline=True)
 
 
 # --- the integrated system: states plus optional sensitivities -----------------

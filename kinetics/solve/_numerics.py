@@ -240,20 +240,6 @@ def flush_negligible(Y, atol):
 
 
 @engine_njit
-def dominant_rate_exact(jw, pv, w):
-    """As :func:`dominant_rate_fd`, with the Jacobian jw at hand (w: n scratch)."""
-    n = jw.shape[0]
-    for i in range(n):
-        acc = 0.0
-        for j in range(n):
-            acc += jw[i, j] * pv[j]
-        w[i] = acc
-    for i in range(n):
-        pv[i] = w[i]
-    return normalise_power_vector(pv)
-
-
-@engine_njit
 def normalise_power_vector(pv):
     """|pv| (= |J v| for the unit vector v it was computed from); pv scaled to unit length, or reset to the
     uniform unit vector if it is zero or not finite."""

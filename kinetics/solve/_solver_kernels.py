@@ -13,14 +13,14 @@ Methods
 * Rodas5P, an L-stable Rosenbrock method of order 5(4) with 4th-order dense
   output (G. Steinebach, BIT 63:27, 2023), analytic Jacobian.
 * ``METHOD_AUTO`` starts with Tsit5 and hands over to Rodas5P, and back, where
-  that is cheaper (see STIFF_EVERY below).
+  that is cheaper (see STIFF_EVERY in kinetics/solve/_numerics.py).
 
 Compilation: the model-independent helpers (kinetics/solve/_numerics.py) are compiled and cached once per
 machine; of the code here, which calls the model's functions, only the entry points (``simulate_kernel``,
 ``simulate_batch_kernel``) are cached on disk (their cache entries hold every function they call);
-caching each helper too would serialise the same code again at every level. Helpers never
-take literal constants that vary between call sites (numba would compile one
-version per literal).
+caching each helper too would serialise the same code again at every level. numba compiles a helper once
+per argument type, and a literal constant is a type of its own: the helpers in _numerics.py must not be
+passed the model's literals (N_STATES: see ``nerr`` in integrate_segment), or each model compiles them anew.
 
 Array layouts (numba ignores type hints)
 ----------------------------------------
@@ -411,8 +411,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
 
     ``ev_g[0]`` carries the event function's last value (nan before ``ev_after``).
     On failure ist[5] is set and the function returns early. With method auto (fst[3] < 0) the
-    explicit pair and Rodas5P take over from each other as described at STIFF_EVERY; ``pv`` carries the
-    power iteration's vector from step to step.
+    explicit pair and Rodas5P take over from each other as described at STIFF_EVERY (_numerics.py); ``pv``
+    carries the power iteration's vector from step to step.
     """
     L = state_length(Y, sens)
     # np.int64: a plain solve's length is the literal N_STATES, and err_norm (compiled once for all models)

@@ -81,6 +81,8 @@ DP_P = np.array([
 # the first-column simplifying assumption, so y7 - y6 keeps an O(h^2) part of the smooth solution).
 STIFF_EVERY = 8
 STIFF_TRIGGER = 2.0
+STIFF_TRIGGER_ALIGNED = 1.0
+STIFF_ALIGNMENT = 0.99
 STIFF_COST_RATIO = 3.0
 STIFF_RELEASE = 1.0
 STIFF_BACKOFF = 16
@@ -265,11 +267,15 @@ def reset_power_vector(pv):
 
 
 @engine_njit
-def decline_trial(ist, backoff):
-    """A trial of the stiff method that is not kept: the explicit pair resumes; returns (explicit steps until
-    the next trial may be made, the backoff after that)."""
+def decline_trial(ist, aligned, wait, backoff, wait_aligned, backoff_aligned):
+    """A trial of the stiff method that is not kept: the explicit pair resumes. Returns the new (wait, backoff,
+    wait_aligned, backoff_aligned): explicit steps until the next trial of the same kind (on h |lambda|
+    alone, or on the alignment test if ``aligned``) may be made, and the backoff after that; the other kind's
+    pair is returned as it was."""
     ist[6] = AUTO_EXPLICIT
-    return backoff, min(2 * backoff, STIFF_BACKOFF_MAX)
+    if aligned:
+        return wait, backoff, backoff_aligned, min(2 * backoff_aligned, STIFF_BACKOFF_MAX)
+    return backoff, min(2 * backoff, STIFF_BACKOFF_MAX), wait_aligned, backoff_aligned
 
 
 @engine_inline_njit

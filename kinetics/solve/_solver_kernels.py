@@ -302,6 +302,26 @@ def dominant_rate_fd(t, tc, Y, p, rate, f_y, pv, u, fbuf):
 
 
 @hot_njit
+def error_alignment(ew, pv, Y, rtol, atol):
+    """cos^2 of the angle between the explicit pair's last error estimate ew[0, :n] and the dominant mode pv,
+    in the error test's scaled norm: near 1 when the step's error is the stiff mode's alone."""
+    n = N_STATES
+    ee = 0.0
+    vv = 0.0
+    ev = 0.0
+    for i in range(n):
+        w = 1.0 / (atol[i] + rtol * abs(Y[i]))
+        e = ew[0, i] * w
+        v = pv[i] * w
+        ee += e * e
+        vv += v * v
+        ev += e * v
+    if not (ee > 0.0 and vv > 0.0):
+        return 0.0
+    return ev * ev / (ee * vv)
+
+
+@hot_njit
 def dominant_rate_exact(jw, pv, w):
     """As :func:`dominant_rate_fd`, with the Jacobian jw at hand (w: n scratch). Here, not with the
     model-independent helpers: it runs after every Rodas5P step of method auto, and the model's constant
@@ -426,6 +446,9 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
     n_explicit = 0        # accepted explicit steps in this segment
     wait = STIFF_BACKOFF  # explicit steps before the next trial of the stiff method may be made
     backoff = STIFF_BACKOFF
+    wait_aligned = 0      # the same for trials made on the alignment test (STIFF_TRIGGER_ALIGNED)
+    backoff_aligned = STIFF_BACKOFF
+    trial_aligned = False
     trial = False         # this step is Rodas5P's trial
     h_explicit = 0.0      # the explicit pair's own proposal for the trial step
     t_trial = 0.0
@@ -477,7 +500,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 # the trial failed: the explicit pair takes the step it proposed
                 trial = False
                 h = h_explicit
-                wait, backoff = decline_trial(ist, backoff)
+                wait, backoff, wait_aligned, backoff_aligned = decline_trial(
+                    ist, trial_aligned, wait, backoff, wait_aligned, backoff_aligned)
                 continue
             if fail_status != STATUS_SINGULAR:
                 fail_status = STATUS_NONFINITE
@@ -569,11 +593,13 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                         if math.isnan(fst[1]):
                             fst[1] = t_trial
                         backoff = STIFF_BACKOFF
+                        backoff_aligned = STIFF_BACKOFF
                     elif trial_steps >= STIFF_TRIAL_STEPS or hnew < STIFF_TRIAL_MIN_GAIN * h_explicit:
                         # not worth its cost (or, after its first step, not on course to be)
                         trial = False
                         hnew = h_explicit
-                        wait, backoff = decline_trial(ist, backoff)
+                        wait, backoff, wait_aligned, backoff_aligned = decline_trial(
+                    ist, trial_aligned, wait, backoff, wait_aligned, backoff_aligned)
                 elif auto:
                     if hnew * dominant_rate_exact(jw, pv, u) < STIFF_RELEASE:
                         ist[6] = AUTO_EXPLICIT
@@ -590,11 +616,15 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 if auto:
                     n_explicit += 1
                     wait -= 1
+                    wait_aligned -= 1
                     # (a hand-over cannot pay for its trial within the segment's last few steps)
                     if wait <= 0 and n_explicit % STIFF_EVERY == 0 and tb - t > STIFF_TRIAL_STEPS * hnew:
                         ist[2] += 1
                         lam = dominant_rate_fd(t, tc, Y, p, rate, K, pv, u, Kr)   # Kr is free here
-                        if hnew * lam > STIFF_TRIGGER:
+                        trial_aligned = (hnew * lam <= STIFF_TRIGGER and wait_aligned <= 0
+                                         and hnew * lam > STIFF_TRIGGER_ALIGNED
+                                         and error_alignment(ew, pv, Y, rtol, atol) >= STIFF_ALIGNMENT)
+                        if hnew * lam > STIFF_TRIGGER or trial_aligned:
                             # the next step is Rodas5P's trial, at the explicit pair's own step size
                             trial = True
                             trial_steps = 0
@@ -618,7 +648,8 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                 trial = False
                 h = h_explicit
                 reject = False
-                wait, backoff = decline_trial(ist, backoff)
+                wait, backoff, wait_aligned, backoff_aligned = decline_trial(
+                    ist, trial_aligned, wait, backoff, wait_aligned, backoff_aligned)
     if trial:
         # a trial proposed by the segment's last step: the next segment starts with the explicit pair
         ist[6] = AUTO_EXPLICIT

@@ -55,11 +55,24 @@ def test_auto_hands_back_to_the_explicit_pair_when_the_stiffness_fades(prothero_
     assert "tsit5 at the end" in auto.summary()
 
 
+def test_auto_hands_over_where_the_stiff_mode_holds_the_error_test_below_the_trigger(prothero_robinson):
+    # lambda = 400 at rtol 1e-8: the error test holds Tsit5 at h |lambda| ~ 1.2, below STIFF_TRIGGER (10,209 steps
+    # before the alignment test); the step's error estimate lies along the stiff mode, so Rodas5P gets its trial
+    params = {"lam1": 400.0}
+    auto = prothero_robinson.simulate(TIMES, params=params, rtol=1e-8, atol=1e-10)
+    explicit = prothero_robinson.simulate(TIMES, params=params, rtol=1e-8, atol=1e-10, method="tsit5")
+    stiff = prothero_robinson.simulate(TIMES, params=params, rtol=1e-8, atol=1e-10, method="rodas5p")
+    assert auto.success and explicit.success and stiff.success
+    assert auto.stiff_from < 1.0 and auto.method_at_end == "rodas5p"
+    assert auto.n_steps < 1.2 * stiff.n_steps and auto.n_steps < explicit.n_steps / 10
+    assert max_error(auto) < 1e-8
+
+
 def test_a_trial_of_the_stiff_method_that_does_not_pay_leaves_the_explicit_solution_intact(prothero_robinson):
-    # lambda = 30 at rtol 1e-6: h |lambda| reaches the trial threshold, Rodas5P takes a few steps but cannot take
+    # lambda = 20 at rtol 1e-6: h |lambda| reaches the trial thresholds, Rodas5P takes a few steps but cannot take
     # 3x the explicit step, and Tsit5 resumes. Its first stage must then be f at the new state: a stale one from
-    # before the trial gave a dense-output error of 3.5e-5 (Tsit5 alone: 7.6e-7), hence the fine output grid.
-    params = {"lam1": 30.0}
+    # before the trial gave a dense-output error of 4.9e-5 (Tsit5 alone: 7.2e-7), hence the fine output grid.
+    params = {"lam1": 20.0}
     fine = np.linspace(0.0, 30.0, 3001)
     auto = prothero_robinson.simulate(fine, params=params, rtol=1e-6, atol=1e-10)
     explicit = prothero_robinson.simulate(fine, params=params, rtol=1e-6, atol=1e-10, method="tsit5")

@@ -599,7 +599,7 @@ def integrate_segment(ta, tb, tc, Y, p, rate, h, rtol, atol, max_steps, times, i
                         trial = False
                         hnew = h_explicit
                         wait, backoff, wait_aligned, backoff_aligned = decline_trial(
-                    ist, trial_aligned, wait, backoff, wait_aligned, backoff_aligned)
+                            ist, trial_aligned, wait, backoff, wait_aligned, backoff_aligned)
                 elif auto:
                     if hnew * dominant_rate_exact(jw, pv, u) < STIFF_RELEASE:
                         ist[6] = AUTO_EXPLICIT

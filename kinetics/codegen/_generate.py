@@ -48,6 +48,10 @@ from kinetics.model import TIME, Model
 
 __all__ = ["generate_model_source", "model_fingerprint"]
 
+#: Decorator of the generated functions that are called, not inlined: the solver helpers' options
+#: (HOT_OPTIONS in kinetics/solve/_numerics.py), written out because the generated source comes first.
+_HOT_DECORATOR = "@njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)"
+
 _TC = sp.Symbol("tc", real=True)
 
 
@@ -118,7 +122,7 @@ def _emit(name: str, args: str, targets: Sequence[tuple[str, sp.Expr]], printer:
     """
     nonzero = [(lhs, e) for lhs, e in targets if not (zero and e.is_number and e == 0)]
     deco = ("@njit(inline='always', error_model='numpy')" if inline
-            else "@njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)")
+            else _HOT_DECORATOR)
     lines = [deco, f"def {name}({args}):"]
     for arr in zero:
         lines.append(f"    {arr}[...] = 0.0")
@@ -281,7 +285,7 @@ def _sensitivity_source(jac: list[list[sp.Expr]], dfdp: list[list[sp.Expr]], ys:
         f"SV_G = {sv_g}", f"SV_FPT = {sv_fpt}", f"SV_RATE = {sv_rate}", f"SV_SCALE = {sv_scale}",
         f"SV_SW = {sv_sw}", f"SV_ABLK = {sv_ablk}",
     ]
-    deco = "@njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)"
+    deco = _HOT_DECORATOR
 
     def direction_loop(rows: dict[int, list[tuple[str, int]]], store: str, ablk: bool = False) -> list[str]:
         """``for k < M: store(i) = sum coef * s_k[j]`` for the rows given as {i: [(coef, j)]}; ``ab`` is the
@@ -352,8 +356,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
     """
     n = len(pattern)
     nz = [[pattern[i][j] or i == j for j in range(n)] for i in range(n)]
-    factor = ["@njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)",
-              "def m_w_factor(a):"]
+    factor = [_HOT_DECORATOR, "def m_w_factor(a):"]
     for k in range(n):
         below = [i for i in range(k + 1, n) if nz[i][k]]
         right = [j for j in range(k + 1, n) if nz[k][j]]
@@ -371,8 +374,7 @@ def _sparse_lu_source(pattern: list[list[bool]]) -> str:
                 factor.append(f"    a[{i}, {j}] -= l * a[{k}, {j}]")
                 nz[i][j] = True
     factor.append("    return True")
-    solve = ["@njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)",
-             "def m_w_solve(a, b, r, off):"]
+    solve = [_HOT_DECORATOR, "def m_w_solve(a, b, r, off):"]
     for i in range(n):
         terms = [f" - a[{i}, {j}] * b[r, off + {j}]" for j in range(i) if nz[i][j]]
         if terms:

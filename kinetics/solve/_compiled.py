@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
 import os
@@ -37,10 +38,12 @@ _DIRECTIONS = {"up": 1, "down": -1, "any": 0}
 _METHOD_NAMES = {code: name for name, code in METHODS.items()}   # kernel code -> method name
 
 
+@functools.cache
 def _engine_text() -> str:
     return "\n".join(p.read_text() for p in _ENGINE_FILES)
 
 
+@functools.cache
 def _numerics_module() -> ModuleType:
     """The model-independent solver helpers (``_numerics.py``), imported from the cache directory, where numba
     keeps their compiled code for every model."""
@@ -120,9 +123,9 @@ class CompiledModel:
         if mod is None:
             numerics = _numerics_module()
             key = codegen.cache_key(codegen.model_fingerprint(self.model), _engine_text())
-            kernel_text = (_HERE / "_solver_kernels.py").read_text()
             mod = codegen.load_module(key, lambda: codegen.generate_model_source(self.model)
-                                      + f"\n\nfrom {numerics.__name__} import *  # noqa: F403\n\n" + kernel_text)
+                                      + f"\n\nfrom {numerics.__name__} import *  # noqa: F403\n\n"
+                                      + (_HERE / "_solver_kernels.py").read_text())
             self._cache["module"] = mod
         return mod  # type: ignore[return-value]
 

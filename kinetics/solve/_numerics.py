@@ -22,9 +22,11 @@ from kinetics.solve import _rosenbrock_tableau as _ros
 #: every array argument passed on or aliased costs an atomic increment and decrement, ~20 per step, and in a
 #: parallel batch the threads contend for the counters of the arrays they share (parameters, tolerances,
 #: output times). Measured on cart_bench (DOPRI5, 134 steps): 27.9 -> 23.2 us per solve.
-engine_njit = njit(cache=True, error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)
-engine_inline_njit = njit(cache=True, error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False,
-                          forceinline=True)
+#: No CPython or cfunc wrapper either: helpers are only called from other numba functions. The model's
+#: kernels (_solver_kernels.py) use the same options, without ``cache``.
+HOT_OPTIONS = {"error_model": "numpy", "no_cpython_wrapper": True, "no_cfunc_wrapper": True, "_nrt": False}
+engine_njit = njit(cache=True, **HOT_OPTIONS)
+engine_inline_njit = njit(cache=True, forceinline=True, **HOT_OPTIONS)
 
 STATUS_SUCCESS = 0
 STATUS_MAX_STEPS = 1

@@ -47,11 +47,9 @@ from numba import njit, prange
 # kinetics/solve/_numerics.py, compiled once per machine; kinetics.solve._compiled puts
 # ``from <that module> import *`` above this text.
 
-#: Helpers that allocate nothing are compiled without numba's reference counting (``_nrt=False``; why: see
-#: ``engine_njit`` in _numerics.py).
-hot_njit = njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False)
-hot_inline_njit = njit(error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True, _nrt=False,
-                       forceinline=True)
+#: The helpers' compile options (no reference counting, no wrappers: why at HOT_OPTIONS in _numerics.py).
+hot_njit = njit(**HOT_OPTIONS)
+hot_inline_njit = njit(forceinline=True, **HOT_OPTIONS)
 
 
 # --- the integrated system: states plus optional sensitivities -----------------
@@ -304,7 +302,8 @@ def dominant_rate_fd(t, tc, Y, p, rate, f_y, pv, u, fbuf):
 @hot_njit
 def error_alignment(ew, pv, Y, rtol, atol):
     """cos^2 of the angle between the explicit pair's last error estimate ew[0, :n] and the dominant mode pv,
-    in the error test's scaled norm: near 1 when the step's error is the stiff mode's alone."""
+    with the error test's weights 1 / (atol + rtol |y|) at the step's end Y: near 1 when the step's error is
+    the stiff mode's alone."""
     n = N_STATES
     ee = 0.0
     vv = 0.0
